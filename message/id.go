@@ -1,45 +1,37 @@
 package message
 
 import (
-	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
-	"sync"
+	"math/rand/v2"
+	"sync/atomic"
 	"time"
 )
 
-// idGen keeps UUIDv7s strictly increasing inside one process, even when many
-// are made in the same millisecond (RFC 9562 §6.2, method 1: a 12-bit counter
-// in rand_a, seeded randomly each millisecond).
-type idGen struct {
-	mu     sync.Mutex
-	lastMS int64
-	seq    uint16
-}
-
-var ids idGen // not configuration: a process-wide monotonic clock for IDs
+// idClock holds the last (unix ms << 12 | counter) handed out, so that IDs
+// made by one process are strictly increasing (RFC 9562 §6.2, method 1: a
+// 12-bit counter in rand_a). It is lock-free: a process-wide clock, not
+// configuration.
+var idClock atomic.Uint64
 
 // NewID returns a new UUIDv7 in its canonical 36-character text form. IDs made
-// by one process sort in creation order.
+// by one process sort in creation order. The 62 random bits come from the
+// runtime's per-thread generator: unique, not meant to be unguessable.
 func NewID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
-	ms := time.Now().UnixMilli()
-	ids.mu.Lock()
-	if ms <= ids.lastMS {
-		ms = ids.lastMS
-		ids.seq++
-		if ids.seq > 0x0fff { // counter overflow: borrow the next millisecond
-			ms++
-			ids.seq = binary.BigEndian.Uint16(b[6:8]) & 0x07ff
+	now := uint64(time.Now().UnixMilli()) << 12
+	var v uint64
+	for {
+		last := idClock.Load()
+		v = now
+		if v <= last {
+			v = last + 1 // same millisecond (or clock went back): count up
 		}
-	} else {
-		ids.seq = binary.BigEndian.Uint16(b[6:8]) & 0x07ff // top bit clear: room to count
+		if idClock.CompareAndSwap(last, v) {
+			break
+		}
 	}
-	ids.lastMS = ms
-	seq := ids.seq
-	ids.mu.Unlock()
-
+	ms, seq := v>>12, v&0x0fff
+	r := rand.Uint64()
+	var b [16]byte
 	b[0] = byte(ms >> 40)
 	b[1] = byte(ms >> 32)
 	b[2] = byte(ms >> 24)
@@ -48,7 +40,10 @@ func NewID() string {
 	b[5] = byte(ms)
 	b[6] = 0x70 | byte(seq>>8)&0x0f
 	b[7] = byte(seq)
-	b[8] = b[8]&0x3f | 0x80 // RFC 9562 variant
+	b[8] = 0x80 | byte(r>>56)&0x3f // RFC 9562 variant
+	for i := 9; i < 16; i++ {
+		b[i] = byte(r >> (8 * (i - 9)))
+	}
 	var out [36]byte
 	hex.Encode(out[0:8], b[0:4])
 	out[8] = '-'

@@ -295,11 +295,15 @@ func (b *Broker) Close() error {
 	if err := b.checkpoint(); err != nil {
 		errs = append(errs, err)
 	}
-	b.mu.Lock()
+	b.mu.RLock()
+	topics := make([]*topic, 0, len(b.topics))
 	for _, t := range b.topics {
+		topics = append(topics, t)
+	}
+	b.mu.RUnlock()
+	for _, t := range topics { // outside b.mu: a writer finishing its last commit takes it
 		t.close()
 	}
-	b.mu.Unlock()
 	errs = append(errs, b.closeFiles())
 	if b.memory {
 		errs = append(errs, os.RemoveAll(b.dir))

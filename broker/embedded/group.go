@@ -205,6 +205,11 @@ func (g *group) run() {
 		if len(g.timers) > 0 {
 			next = max(time.Until(g.timers[0].when), time.Millisecond)
 		}
+		if len(g.ready) > 0 && g.channelsFull() {
+			// Consumers' buffers hold deliveries whose deadline passed;
+			// reading them does not wake us, so look again soon.
+			next = min(next, 5*time.Millisecond)
+		}
 		g.mu.Unlock()
 		for _, p := range dl {
 			go g.deadLetter(p)
@@ -268,10 +273,21 @@ func (g *group) makeReady(p *pend) {
 	g.ready = append(g.ready, p)
 }
 
+// channelsFull reports whether some consumer has in-flight room but a full
+// channel.
+func (g *group) channelsFull() bool {
+	for _, s := range g.consumers {
+		if s.inflight < s.max && len(s.ch) == cap(s.ch) {
+			return true
+		}
+	}
+	return false
+}
+
 func (g *group) capacity() int {
 	n := 0
 	for _, s := range g.consumers {
-		n += s.max - s.inflight
+		n += min(s.max-s.inflight, cap(s.ch)-len(s.ch))
 	}
 	return n
 }
@@ -356,7 +372,10 @@ func (g *group) dispatch(now time.Time) {
 		var sub *subscription
 		for i := 0; i < len(g.consumers); i++ {
 			s := g.consumers[(g.crr+i)%len(g.consumers)]
-			if s.inflight < s.max {
+			// The channel may still hold deliveries whose deadline passed
+			// (counted out of inflight): check both so that this send
+			// never blocks while holding g.mu.
+			if s.inflight < s.max && len(s.ch) < cap(s.ch) {
 				sub = s
 				g.crr = (g.crr + i + 1) % len(g.consumers)
 				break

@@ -127,24 +127,38 @@ func (t *topic) close() {
 	t.mu.Unlock()
 }
 
+var donePool = sync.Pool{New: func() any { return make(chan error, 1) }}
+
 // append queues msgs for the writer and waits until they are committed.
 func (t *topic) append(ctx context.Context, req *appendReq) error {
-	req.done = make(chan error, 1)
+	done := donePool.Get().(chan error)
+	req.done = done
 	req.res = make([]broker.MessageResult, len(req.msgs))
+	cancel := ctx.Done()
 	select {
 	case t.reqs <- req:
 	case <-t.stop:
+		donePool.Put(done)
 		return fmt.Errorf("topic %q: %w", t.name, broker.ErrClosed)
-	case <-ctx.Done():
+	case <-cancel:
+		donePool.Put(done)
 		return ctx.Err()
 	}
 	select {
-	case err := <-req.done:
+	case err := <-done:
+		donePool.Put(done) // answered exactly once: safe to reuse
 		return err
-	case <-ctx.Done():
+	case <-t.stopped:
+		select {
+		case err := <-done:
+			return err
+		default:
+			return fmt.Errorf("topic %q: %w before the write was confirmed", t.name, broker.ErrClosed)
+		}
+	case <-cancel:
 		// The write may still complete; the caller was told nothing was
 		// acknowledged, which at-least-once publishers handle by retrying
-		// with the same ID (deduplicated).
+		// with the same ID (deduplicated). The channel is not reused.
 		return ctx.Err()
 	}
 }

@@ -1,0 +1,92 @@
+package brokertest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/broker"
+)
+
+// testSettlement: a delivery is settled once; later settlements fail with
+// ErrAlreadySettled; settling after the subscription closed fails with
+// ErrClosed.
+func (s *suite) testSettlement(t *testing.T) {
+	ops := []struct {
+		name string
+		do   func(ctx context.Context, d *broker.Delivery) error
+	}{
+		{"Ack", func(ctx context.Context, d *broker.Delivery) error { return d.Ack(ctx) }},
+		{"Nack", func(ctx context.Context, d *broker.Delivery) error { return d.Nack(ctx, 0) }},
+		{"Term", func(ctx context.Context, d *broker.Delivery) error { return d.Term(ctx, "test") }},
+		{"Extend", func(ctx context.Context, d *broker.Delivery) error { return d.Extend(ctx, time.Second) }},
+	}
+	// Term and Extend are only exercised where the backend declares them.
+	supported := ops[:0:0]
+	for _, op := range ops {
+		if op.name == "Term" && !s.caps.DeadLetter || op.name == "Extend" && !s.caps.Extend {
+			continue
+		}
+		supported = append(supported, op)
+	}
+	settling := supported[:0:0]
+	for _, op := range supported {
+		if op.name != "Extend" {
+			settling = append(settling, op)
+		}
+	}
+	s.run(t, "Twice", func(t *testing.T) {
+		s.needAck(t)
+		b := s.open(t)
+		topic := Topic(t)
+		x := s.subscribe(t, b, broker.SubscribeParams{Topic: topic, Group: Group(t), MaxAttempts: 5, Backoff: constBackoff(time.Hour)})
+		Publish(t, b, topic, msgs("m", 3)...)
+		ds := ReceiveN(t, x, 3, s.wait())
+		ctx := s.ctx(t)
+		for i, first := range settling {
+			d := ds[i]
+			if err := bounded(s.wait(), first.name, func() error { return first.do(ctx, d) }); err != nil {
+				t.Fatalf("%s of %s: %v", first.name, describe(d), err)
+			}
+			if !d.Settled() {
+				t.Errorf("Settled() = false after %s", first.name)
+			}
+			for _, then := range supported {
+				if err := bounded(s.wait(), then.name, func() error { return then.do(ctx, d) }); !errors.Is(err, broker.ErrAlreadySettled) {
+					t.Errorf("%s after %s: got %v, want broker.ErrAlreadySettled", then.name, first.name, err)
+				}
+			}
+		}
+	})
+	s.run(t, "AfterClose", func(t *testing.T) {
+		s.needAck(t)
+		b := s.open(t)
+		topic, group := Topic(t), Group(t)
+		p := broker.SubscribeParams{Topic: topic, Group: group, MaxAttempts: 5, Backoff: constBackoff(10 * time.Millisecond)}
+		x := s.subscribe(t, b, p)
+		Publish(t, b, topic, msgs("m", 4)...)
+		ds := ReceiveN(t, x, 4, s.wait())
+		if err := x.Close(); err != nil {
+			t.Fatalf("Close of the subscription: %v", err)
+		}
+		ctx := s.ctx(t)
+		for i, op := range supported {
+			if err := bounded(s.wait(), op.name, func() error { return op.do(ctx, ds[i]) }); !errors.Is(err, broker.ErrClosed) {
+				t.Errorf("%s after the subscription was closed: got %v, want broker.ErrClosed", op.name, err)
+			}
+		}
+		// None of the failed settlements took effect: all four come back.
+		y := s.subscribe(t, b, p)
+		seen := map[string]bool{}
+		for _, d := range ReceiveN(t, y, 4, s.wait()) {
+			seen[d.Message.ID] = true
+			s.ack(t, d)
+		}
+		for _, d := range ds {
+			if !seen[d.Message.ID] {
+				t.Errorf("message %s not redelivered after its settlement failed with the subscription closed", d.Message.ID)
+			}
+		}
+	})
+}
