@@ -36,7 +36,8 @@ type Delivery struct {
 
 // NewDelivery is for backends: it wraps a message with its metadata and the
 // Acker that settles it. A nil acker makes an ephemeral delivery whose
-// settlement methods are no-ops.
+// settlement methods are no-ops; a backend with request/reply passes an acker
+// that implements Replier even for ephemeral deliveries.
 func NewDelivery(m *message.Message, info message.Info, acker Acker, token any) *Delivery {
 	return &Delivery{Message: m, Info: info, acker: acker, Token: token}
 }
@@ -57,7 +58,10 @@ func (d *Delivery) describe() string {
 
 // Ack marks the message done for this group: it is never delivered to the
 // group again (except after a crash that lost the ack, which at-least-once
-// delivery allows).
+// delivery allows). It fails with ErrDeliveryExpired when the deadline passed
+// and the message was handed out again, and with ErrClosed after the
+// subscription closed. A failed settlement is final for this Delivery: the
+// message comes back after its deadline.
 func (d *Delivery) Ack(ctx context.Context) error {
 	if err := d.settle("ack"); err != nil {
 		return err
@@ -91,7 +95,8 @@ func (d *Delivery) Term(ctx context.Context, reason string) error {
 	return d.acker.Term(ctx, d, reason)
 }
 
-// Extend pushes the delivery's deadline to now+by.
+// Extend pushes the delivery's deadline to now+by. Info.Deadline keeps the
+// deadline the delivery was handed out with.
 func (d *Delivery) Extend(ctx context.Context, by time.Duration) error {
 	if d.settled.Load() {
 		return fmt.Errorf("extend of %s: %w", d.describe(), ErrAlreadySettled)

@@ -10,7 +10,7 @@
 // something the backend cannot do (a group on Redis Pub/Sub, a delay on a
 // backend without delay) is refused with an error that wraps
 // [ErrNotSupported] and names the option; a backend never silently ignores an
-// option. [CheckPublish] and [CheckSubscribe] implement those refusals once for
+// option. [PrepareMessages] and [CheckSubscribe] implement those refusals once for
 // every backend.
 //
 // # May implement

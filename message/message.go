@@ -67,7 +67,8 @@ type Info struct {
 	// Group is the consumer group, or "" for an ephemeral subscription.
 	Group string
 	// Seq is the message's sequence number (offset) inside its topic,
-	// starting at 1. Zero when the backend has no sequence (ephemeral).
+	// starting at 1. May be zero where the backend has no sequence
+	// (ephemeral subscriptions, requests).
 	Seq uint64
 	// Attempt counts deliveries of this message to this group, starting at 1.
 	Attempt int

@@ -54,6 +54,9 @@
 //
 // [Run] starts every clause as a parallel subtest and returns before they
 // finish, so a harness releases shared resources with t.Cleanup, not defer.
+// Every wait is bounded: a backend call that never returns (Close, Ack,
+// Subscribe, Request...) fails the clause with "did not return within"
+// instead of hanging the test binary.
 // Run a single clause with -run, e.g.
 // go test -run 'TestConformance/DeadLetter/Term'.
 //
@@ -75,7 +78,8 @@
 //     PublishedAt set; Info group, sequence, attempt 1, not redelivered);
 //     generated IDs; empty, 900 KiB and at-the-limit payloads; a payload over
 //     the limit refused with message.ErrTooLarge; a batch stored in order;
-//     invalid topics, messages, groups and subscription options refused with
+//     concurrent publishers each get a distinct sequence and every message is
+//     delivered once; invalid topics, messages, groups and subscription options refused with
 //     message.ErrInvalid.
 //   - Groups: fan-out (every group gets every message); competing consumers
 //     (each message to one consumer of a group); a group keeps its position
@@ -83,11 +87,14 @@
 //   - StartPositions: latest, earliest, a time, a sequence.
 //   - Patterns: "p.*" gets p.a and p.b, not p.a.b; "p.>" gets all three;
 //     deliveries name the concrete topic.
-//   - Ephemeral: live messages only; every subscriber gets each one; settling
-//     is a no-op that succeeds.
+//   - Ephemeral: live messages only; every subscriber gets each one; a
+//     subscriber that reads nothing does not block publishers; settling is a
+//     no-op that succeeds.
 //   - Redelivery: nack (attempt 2, redelivered), nack with a delay, missed
 //     ack deadline, a late ack of a redelivered message fails with
-//     ErrDeliveryExpired, Extend keeps a message from redelivery, closing a
+//     ErrDeliveryExpired, a consumer that stops reading for several deadlines
+//     neither blocks its own settlements nor loses the message, Extend keeps
+//     a message from redelivery, closing a
 //     subscription releases its unacked messages to the group.
 //   - Settlement: a second Ack, Nack, Term or Extend fails with
 //     ErrAlreadySettled; settling after the subscription closed fails with

@@ -93,7 +93,9 @@ func (s *suite) testAckDeadline(t *testing.T) {
 		t.Errorf("Info.Deadline = %s, want about now+%s (%s)", dl, deadline, got.Add(deadline))
 	}
 	d2 := s.recv(t, x) // not settled: comes back after the deadline
-	if since := time.Since(got); since < deadline-10*time.Millisecond {
+	// The backend starts the clock when it hands the message out, which for
+	// a remote backend is before Publish returns here: allow a quarter.
+	if since := time.Since(got); since < deadline-deadline/4 {
 		t.Errorf("redelivered %s after delivery, before the %s ack deadline", since, deadline)
 	}
 	checkRedelivery(t, d1, d2, 2)

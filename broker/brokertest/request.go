@@ -29,7 +29,7 @@ func (s *suite) testRequest(t *testing.T) {
 		r, _ := s.needRequest(t)
 		topic := Topic(t)
 		start := time.Now()
-		resp, err := r.Request(s.ctx(t), topic, msg("anyone?"), s.wait())
+		resp, err := s.request(s.ctx(t), r, topic, msg("anyone?"), s.wait())
 		elapsed := time.Since(start)
 		if !errors.Is(err, broker.ErrNoResponders) {
 			t.Fatalf("Request with nobody subscribed: got %v (reply %v), want broker.ErrNoResponders", err, resp)
@@ -45,7 +45,7 @@ func (s *suite) testRequest(t *testing.T) {
 		_ = silent // receives the request and never replies
 		timeout := s.scale(300 * time.Millisecond)
 		start := time.Now()
-		resp, err := r.Request(s.ctx(t), topic, msg("hello?"), timeout)
+		resp, err := s.request(s.ctx(t), r, topic, msg("hello?"), timeout)
 		elapsed := time.Since(start)
 		if !errors.Is(err, broker.ErrTimeout) {
 			t.Fatalf("Request to a responder that never replies: got %v (reply %v), want broker.ErrTimeout", err, resp)
@@ -61,7 +61,7 @@ func (s *suite) testRequest(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), s.scale(200*time.Millisecond))
 		defer cancel()
 		start := time.Now()
-		_, err := r.Request(ctx, topic, msg("hello?"), s.wait())
+		_, err := s.request(ctx, r, topic, msg("hello?"), s.wait())
 		if err == nil {
 			t.Fatal("Request with a cancelled context succeeded without a reply")
 		}
@@ -72,6 +72,15 @@ func (s *suite) testRequest(t *testing.T) {
 			t.Errorf("Request returned %s after its context expired at 200ms", elapsed)
 		}
 	})
+}
+
+// request calls r.Request, failing rather than hanging if it never returns.
+func (s *suite) request(ctx context.Context, r broker.Requester, topic string, req *message.Message, timeout time.Duration) (resp *message.Message, err error) {
+	err = bounded(timeout+s.wait(), "Request", func() (err error) {
+		resp, err = r.Request(ctx, topic, req, timeout)
+		return err
+	})
+	return resp, err
 }
 
 func (s *suite) needRequest(t *testing.T) (broker.Requester, *backend) {
@@ -111,10 +120,14 @@ func (s *suite) testReply(t *testing.T, group bool) {
 					ContentType: "text/plain",
 					Headers:     map[string]string{"x-echo": d.Message.Header("x-req")},
 				}
-				if err := bounded(s.wait(), "Reply", func() error { return d.Reply(ctx, resp) }); err != nil {
+				// Reply, then settle, with a context of their own: the test
+				// stops the responder as soon as the last reply arrives,
+				// which must not cancel an ack still on the wire.
+				sctx := context.Background()
+				if err := bounded(s.wait(), "Reply", func() error { return d.Reply(sctx, resp) }); err != nil {
 					t.Errorf("Reply to %s: %v", describe(d), err)
 				}
-				if err := bounded(s.wait(), "Ack", func() error { return d.Ack(ctx) }); err != nil {
+				if err := bounded(s.wait(), "Ack", func() error { return d.Ack(sctx) }); err != nil {
 					t.Errorf("Ack of %s: %v", describe(d), err)
 				}
 			}
@@ -124,7 +137,7 @@ func (s *suite) testReply(t *testing.T, group bool) {
 
 	for i := range 3 {
 		req := &message.Message{Payload: []byte("ping"), Headers: map[string]string{"x-req": "r" + string(rune('0'+i))}}
-		resp, err := r.Request(s.ctx(t), topic, req, s.wait())
+		resp, err := s.request(s.ctx(t), r, topic, req, s.wait())
 		if err != nil {
 			t.Fatalf("Request %d: %v", i, err)
 		}

@@ -109,7 +109,6 @@ func (s *subscription) Extend(_ context.Context, d *broker.Delivery, by time.Dur
 	}
 	p.gen++
 	p.when = time.Now().Add(by)
-	d.Info.Deadline = p.when
 	heap.Push(&g.timers, timerItem{when: p.when, p: p, gen: p.gen})
 	return nil
 }

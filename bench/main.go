@@ -1,0 +1,64 @@
+// Command bench is Switchboard's benchmark harness. Each suite is a
+// subcommand that runs Switchboard and the peers it is compared against side
+// by side in one process and one run, and prints a table (or JSON lines with
+// --json) on stdout and progress on stderr.
+//
+//	cd bench && go run . broker [--json] [--runs N] [--count N] [--quick]
+//
+// It is its own Go module so that the peers' client libraries never reach the
+// root module's go.mod.
+package main
+
+import (
+	"fmt"
+	"os"
+	"sort"
+)
+
+// suite is one subcommand. run gets the arguments after the suite name and
+// parses them with its own flag.FlagSet.
+type suite struct {
+	summary string
+	run     func(args []string) error
+}
+
+// suites lists the subcommands. Later suites (runtime, calls, adapters, hub,
+// sqs) are added here, one file each.
+var suites = map[string]suite{
+	"broker": {"embedded broker vs NATS JetStream vs Redis Streams: publish, group commit, end to end", runBroker},
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: go run . <suite> [flags]   (go run . <suite> -h for the suite's flags)")
+	fmt.Fprintln(os.Stderr, "suites:")
+	names := make([]string, 0, len(suites))
+	for n := range suites {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(os.Stderr, "  %-10s %s\n", n, suites[n].summary)
+	}
+}
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+		usage()
+		os.Exit(2)
+	}
+	s, ok := suites[os.Args[1]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "bench: unknown suite %q\n", os.Args[1])
+		usage()
+		os.Exit(2)
+	}
+	if err := s.run(os.Args[2:]); err != nil {
+		fmt.Fprintf(os.Stderr, "bench %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+// progress prints one progress line on stderr.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+}

@@ -1,0 +1,169 @@
+package hub
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/broker"
+	"github.com/switchboard-dev/switchboard/message"
+)
+
+// tokens finds deliveries by the token handed to the consumer, so that Ack,
+// Nack, Term, Extend and Reply can arrive on other requests than the stream
+// that carried the delivery. A token is "<subscription id>.<n>": the
+// subscription id is 128 random bits, so tokens cannot be guessed, and n
+// counts deliveries of that subscription.
+//
+// Entries live while their subscription is attached: durable deliveries
+// until settled (or long past their deadline: the broker has redelivered
+// them, so they can only fail), ephemeral requests until replied or evicted
+// (at most maxEphemeral per subscription).
+type tokens struct {
+	mu   sync.RWMutex
+	subs map[string]*subTokens
+}
+
+const maxEphemeral = 1024
+
+// staleAfter is how long past its deadline a durable delivery's token is
+// kept; settling it after the deadline fails with ErrDeliveryExpired anyway.
+const staleAfter = time.Minute
+
+func newTokens() *tokens { return &tokens{subs: map[string]*subTokens{}} }
+
+// subTokens holds the deliveries of one subscription.
+type subTokens struct {
+	id      string
+	mu      sync.Mutex
+	next    uint64
+	m       map[uint64]*entry
+	ephem   []uint64 // ephemeral request tokens, oldest first
+	sweepAt int
+	closed  bool
+}
+
+type entry struct {
+	d        *broker.Delivery
+	deadline time.Time // moved by Extend
+	durable  bool
+}
+
+func newSubID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// attach registers a new subscription.
+func (t *tokens) attach(maxInFlight int) *subTokens {
+	st := &subTokens{id: newSubID(), m: map[uint64]*entry{}, sweepAt: 2*maxInFlight + 64}
+	t.mu.Lock()
+	t.subs[st.id] = st
+	t.mu.Unlock()
+	return st
+}
+
+// detach forgets a subscription and all its tokens.
+func (t *tokens) detach(st *subTokens) {
+	t.mu.Lock()
+	delete(t.subs, st.id)
+	t.mu.Unlock()
+	st.mu.Lock()
+	st.closed = true
+	st.m = nil
+	st.ephem = nil
+	st.mu.Unlock()
+}
+
+// register gives d a token. Ephemeral deliveries that are not requests need
+// no settlement and are not kept; their token is still unique.
+func (st *subTokens) register(d *broker.Delivery, durable bool) string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.next++
+	n := st.next
+	tok := st.id + "." + strconv.FormatUint(n, 36)
+	if st.closed {
+		return tok
+	}
+	if durable {
+		st.m[n] = &entry{d: d, deadline: d.Info.Deadline, durable: true}
+		if len(st.m) > st.sweepAt {
+			st.sweepLocked(time.Now())
+		}
+		return tok
+	}
+	if d.Message.Header(message.HeaderReplyTo) == "" {
+		return tok
+	}
+	st.m[n] = &entry{d: d}
+	st.ephem = append(st.ephem, n)
+	if len(st.ephem) > maxEphemeral {
+		delete(st.m, st.ephem[0])
+		st.ephem = st.ephem[1:]
+	}
+	return tok
+}
+
+// sweepLocked drops durable entries long past their deadline: the broker has
+// handed those messages out again.
+func (st *subTokens) sweepLocked(now time.Time) {
+	for n, e := range st.m {
+		if e.durable && !e.deadline.IsZero() && now.Sub(e.deadline) > staleAfter {
+			delete(st.m, n)
+		}
+	}
+	if l := 2 * len(st.m); l > st.sweepAt {
+		st.sweepAt = l
+	}
+}
+
+// lookup finds the delivery of tok. With remove, the token is forgotten
+// (a final settlement).
+func (t *tokens) lookup(tok string, remove bool) (*broker.Delivery, *subTokens, bool) {
+	id, num, ok := strings.Cut(tok, ".")
+	if !ok {
+		return nil, nil, false
+	}
+	n, err := strconv.ParseUint(num, 36, 64)
+	if err != nil {
+		return nil, nil, false
+	}
+	t.mu.RLock()
+	st := t.subs[id]
+	t.mu.RUnlock()
+	if st == nil {
+		return nil, nil, false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	e := st.m[n]
+	if e == nil {
+		return nil, nil, false
+	}
+	if remove {
+		delete(st.m, n)
+	}
+	return e.d, st, true
+}
+
+// extended records a new deadline for tok.
+func (t *tokens) extended(tok string, deadline time.Time) {
+	id, num, _ := strings.Cut(tok, ".")
+	n, _ := strconv.ParseUint(num, 36, 64)
+	t.mu.RLock()
+	st := t.subs[id]
+	t.mu.RUnlock()
+	if st == nil {
+		return
+	}
+	st.mu.Lock()
+	if e := st.m[n]; e != nil {
+		e.deadline = deadline
+	}
+	st.mu.Unlock()
+}
