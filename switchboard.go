@@ -3,10 +3,12 @@ package switchboard
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/switchboard-dev/switchboard/broker"
 	_ "github.com/switchboard-dev/switchboard/broker/embedded" // the default backend
+	"github.com/switchboard-dev/switchboard/consume"
 	"github.com/switchboard-dev/switchboard/message"
 )
 
@@ -37,6 +39,9 @@ var (
 // use.
 type Client struct {
 	b broker.Broker
+
+	rtMu sync.Mutex
+	rt   *consume.Runtime // created by the first Handle (handle.go)
 }
 
 // Open opens the backend named by url (see the package doc for schemes). ctx
@@ -67,13 +72,42 @@ type PublishResult = broker.MessageResult
 
 // Publish stores m on topic and returns once it is durable. m.ID may be empty
 // (a UUIDv7 is generated). With an ID already seen on this topic inside the
-// dedup window, nothing is stored and the result has Duplicate set.
+// dedup window, nothing is stored and the result has Duplicate set. Inside
+// a handler (or with consume.WithTraceParent) the W3C traceparent of ctx is
+// added to m's headers unless m has one.
 func (c *Client) Publish(ctx context.Context, topic string, m Msg) (PublishResult, error) {
+	consume.InjectTrace(ctx, &m)
 	res, err := c.b.Publish(ctx, &broker.PublishParams{Topic: topic, Messages: []*message.Message{&m}})
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("publish to %q: %w", topic, err)
 	}
 	return res.Results[0], nil
+}
+
+// PublishAsync queues m for topic and returns without waiting; done is
+// called exactly once, from another goroutine, when m is durable (the same
+// result Publish returns) or failed. One caller can thus keep many publishes
+// in flight, which the embedded engine stores with one fsync per group. done
+// must not block. An error returned here means m was refused and done will
+// not be called. Backends without native async publishing run Publish in a
+// goroutine.
+func (c *Client) PublishAsync(ctx context.Context, topic string, m Msg, done func(PublishResult, error)) error {
+	p := &broker.PublishParams{Topic: topic, Messages: []*message.Message{&m}}
+	cb := func(res *broker.PublishResult, err error) {
+		if err != nil {
+			done(PublishResult{}, fmt.Errorf("publish to %q: %w", topic, err))
+			return
+		}
+		done(res.Results[0], nil)
+	}
+	if ap, ok := c.b.(broker.AsyncPublisher); ok {
+		if err := ap.PublishAsync(ctx, p, cb); err != nil {
+			return fmt.Errorf("publish to %q: %w", topic, err)
+		}
+		return nil
+	}
+	go func() { cb(c.b.Publish(ctx, p)) }()
+	return nil
 }
 
 // PublishBatch stores msgs on topic, in order. On a backend with atomic
@@ -82,6 +116,7 @@ func (c *Client) PublishBatch(ctx context.Context, topic string, msgs []Msg) ([]
 	ptrs := make([]*message.Message, len(msgs))
 	for i := range msgs {
 		ptrs[i] = &msgs[i]
+		consume.InjectTrace(ctx, ptrs[i])
 	}
 	res, err := c.b.Publish(ctx, &broker.PublishParams{Topic: topic, Messages: ptrs})
 	if err != nil {

@@ -41,7 +41,8 @@ const (
 // Case names.
 const (
 	caseSync1      = "sync-1"
-	caseConcurrent = "concurrent-256"
+	caseConcurrent = "concurrent-256" // each system's fast path: async publish with a shared in-flight window
+	caseSync256    = "sync-256"       // 256 producers each waiting for its own ack (group commit only)
 	caseE2E        = "e2e"
 )
 
@@ -128,7 +129,7 @@ func runBroker(args []string) error {
 	fs.BoolVar(&c.quick, "quick", false, "smoke run: count 20000 and 1 run unless given explicitly")
 	fs.StringVar(&c.systems, "systems", "embedded,nats,redis", "systems to run: embedded, nats, redis (comma separated)")
 	fs.StringVar(&c.sizes, "sizes", "128,1024", "message sizes in bytes (comma separated)")
-	fs.StringVar(&c.cases, "cases", "sync-1,concurrent-256,e2e", "cases to run (comma separated)")
+	fs.StringVar(&c.cases, "cases", "sync-1,concurrent-256,sync-256,e2e", "cases to run (comma separated)")
 	fs.IntVar(&c.producers, "producers", 256, "producers in the concurrent and e2e cases")
 	fs.IntVar(&benchMaxInFlight, "max-inflight", 1024, "embedded e2e consumer's MaxInFlight")
 	fs.IntVar(&natsMaxPending, "nats-max-pending", natsMaxPending, "JetStream async-publish window (acks outstanding on the connection)")
@@ -170,8 +171,8 @@ func runBroker(args []string) error {
 	}
 	cases := splitList(c.cases)
 	for _, cs := range cases {
-		if cs != caseSync1 && cs != caseConcurrent && cs != caseE2E {
-			return fmt.Errorf("--cases: unknown case %q (sync-1, concurrent-256, e2e)", cs)
+		if cs != caseSync1 && cs != caseConcurrent && cs != caseSync256 && cs != caseE2E {
+			return fmt.Errorf("--cases: unknown case %q (sync-1, concurrent-256, sync-256, e2e)", cs)
 		}
 	}
 
@@ -296,6 +297,13 @@ func measure(ctx context.Context, c *brokerConfig, col *Collector, p brokerPeer,
 		progressPub(p.Name(), cas, size, run, st)
 	case caseConcurrent:
 		st, err := publishMany(ctx, topic, payload, c.count, c.producers)
+		if err != nil {
+			return err
+		}
+		addPub(col, p.Name(), cas, size, c.producers, dur, st)
+		progressPub(p.Name(), cas, size, run, st)
+	case caseSync256:
+		st, err := syncProducers(ctx, c.count, c.producers, func(ctx context.Context) error { return topic.PublishSync(ctx, payload) })
 		if err != nil {
 			return err
 		}

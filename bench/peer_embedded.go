@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/switchboard-dev/switchboard"
 	"github.com/switchboard-dev/switchboard/broker"
@@ -116,4 +119,53 @@ func (c *embeddedConsumer) Stop() {
 func (t *embeddedTopic) Cleanup(ctx context.Context) error {
 	err := t.c.Close()
 	return errors.Join(err, os.RemoveAll(t.dir))
+}
+
+// PublishConcurrent is the engine's async path, tuned like the JetStream
+// peer's: the producers share --nats-max-pending publishes in flight,
+// each acknowledged only after the fsync that covers it (fsync-before-ack).
+func (t *embeddedTopic) PublishConcurrent(ctx context.Context, payload []byte, n, producers int) (pubStats, error) {
+	window := max(1, natsMaxPending/producers)
+	var next atomic.Int64
+	lats := make([][]time.Duration, producers)
+	var firstErr atomic.Pointer[error]
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range producers {
+		lats[i] = make([]time.Duration, 0, n/producers+1)
+		sem := make(chan struct{}, window)
+		var mu sync.Mutex
+		wg.Go(func() {
+			var inner sync.WaitGroup
+			for next.Add(1) <= int64(n) && firstErr.Load() == nil {
+				sem <- struct{}{}
+				inner.Add(1)
+				t0 := time.Now()
+				err := t.c.PublishAsync(ctx, t.name, switchboard.Msg{Payload: payload}, func(_ switchboard.PublishResult, err error) {
+					if err != nil {
+						firstErr.CompareAndSwap(nil, &err)
+					} else {
+						d := time.Since(t0)
+						mu.Lock()
+						lats[i] = append(lats[i], d)
+						mu.Unlock()
+					}
+					<-sem
+					inner.Done()
+				})
+				if err != nil {
+					firstErr.CompareAndSwap(nil, &err)
+					<-sem
+					inner.Done()
+				}
+			}
+			inner.Wait()
+		})
+	}
+	wg.Wait()
+	end := time.Now()
+	if p := firstErr.Load(); p != nil {
+		return pubStats{}, *p
+	}
+	return pubStats{start: start, end: end, latencies: slices.Concat(lats...)}, nil
 }

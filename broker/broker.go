@@ -115,6 +115,17 @@ type Subscription interface {
 	Err() error
 }
 
+// AsyncPublisher is implemented by backends that let one caller keep many
+// publishes in flight. PublishAsync validates p and queues it; it returns an
+// error only when p is refused (nothing is stored then). Otherwise done is
+// called exactly once, from another goroutine, when the messages are durable
+// (with the same result Publish would return) or failed; done must not block.
+// PublishAsync blocks only while the backend's queue is full (backpressure)
+// or until ctx is cancelled.
+type AsyncPublisher interface {
+	PublishAsync(ctx context.Context, p *PublishParams, done func(*PublishResult, error)) error
+}
+
 // Requester is implemented by backends with request/reply
 // (Capabilities.Request).
 type Requester interface {

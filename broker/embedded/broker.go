@@ -264,6 +264,55 @@ func (b *Broker) Publish(ctx context.Context, p *broker.PublishParams) (*broker.
 	return &broker.PublishResult{Results: req.res}, nil
 }
 
+var _ broker.AsyncPublisher = (*Broker)(nil)
+
+// PublishAsync queues a publish and returns; done is called from the topic's
+// writer once the messages are fsynced (or failed), so one caller can keep
+// many publishes in one group commit. done must not block. Refused input is
+// returned at once and done is not called. Messages with a future deliver-at
+// take the synchronous path in a goroutine.
+func (b *Broker) PublishAsync(ctx context.Context, p *broker.PublishParams, done func(*broker.PublishResult, error)) error {
+	explicit := make([]bool, len(p.Messages))
+	for i, m := range p.Messages {
+		explicit[i] = m != nil && m.ID != ""
+	}
+	if err := broker.PrepareMessages(b.Capabilities(), b.opts.limits, p); err != nil {
+		return err
+	}
+	if strings.HasPrefix(p.Topic, "$") {
+		return &message.ValidationError{Field: "topic", Value: p.Topic, Reason: "topics starting with '$' are written by the broker only (dead letters); publish to a normal topic"}
+	}
+	t, err := b.topic(p.Topic, b.opts.autoCreate)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for _, m := range p.Messages {
+		if m.DeliverAt.After(now) {
+			go func() {
+				var idx []int
+				for i, m := range p.Messages {
+					if m.DeliverAt.After(now) {
+						idx = append(idx, i)
+					}
+				}
+				done(b.sched.publish(ctx, t, p.Messages, explicit, idx))
+			}()
+			return nil
+		}
+	}
+	req := &appendReq{msgs: p.Messages, explicit: explicit}
+	req.cb = func(err error) {
+		if err != nil {
+			done(nil, err)
+			return
+		}
+		b.metrics.Published.Add(int64(len(req.msgs)))
+		done(&broker.PublishResult{Results: req.res}, nil)
+	}
+	return t.appendAsync(ctx, req)
+}
+
 // Close stops the engine: subscriptions end, unsettled deliveries are kept
 // for redelivery, group positions are saved, files are closed and the
 // directory is unlocked. Publishes that were acknowledged are on disk.

@@ -28,6 +28,7 @@ type topic struct {
 	cfg  broker.TopicConfig
 
 	reqs    chan *appendReq
+	sendMu  sync.RWMutex // see appendAsync
 	stop    chan struct{}
 	stopped chan struct{}
 
@@ -47,7 +48,17 @@ type appendReq struct {
 	explicit []bool // caller chose the ID: dedup applies
 	internal bool   // dead letters and promotions: no dedup lookups
 	res      []broker.MessageResult
-	done     chan error
+	done     chan error  // synchronous callers wait here
+	cb       func(error) // asynchronous callers are called back instead
+}
+
+// reply answers the request exactly once.
+func (r *appendReq) reply(err error) {
+	if r.cb != nil {
+		r.cb(err)
+		return
+	}
+	r.reply(err)
 }
 
 func topicDirName(name string) string { return name } // validated names are safe path elements
@@ -122,12 +133,38 @@ func (t *topic) close() {
 		close(t.stop)
 	}
 	<-t.stopped
+	t.sendMu.Lock() // no sender is between its stop check and its send
+	t.failQueued()
+	t.sendMu.Unlock()
 	t.mu.Lock()
 	t.closeSegments()
 	t.mu.Unlock()
 }
 
 var donePool = sync.Pool{New: func() any { return make(chan error, 1) }}
+
+// appendAsync queues req for the writer; req.cb is called when it is
+// committed or failed.
+func (t *topic) appendAsync(ctx context.Context, req *appendReq) error {
+	req.res = make([]broker.MessageResult, len(req.msgs))
+	// The read lock keeps close from draining the queue for the last time
+	// while this request is being queued: every queued request is answered.
+	t.sendMu.RLock()
+	defer t.sendMu.RUnlock()
+	select {
+	case <-t.stop:
+		return fmt.Errorf("topic %q: %w", t.name, broker.ErrClosed)
+	default:
+	}
+	select {
+	case t.reqs <- req:
+		return nil
+	case <-t.stop:
+		return fmt.Errorf("topic %q: %w", t.name, broker.ErrClosed)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // append queues msgs for the writer and waits until they are committed.
 func (t *topic) append(ctx context.Context, req *appendReq) error {
@@ -201,7 +238,7 @@ func (t *topic) failQueued() {
 	for {
 		select {
 		case r := <-t.reqs:
-			r.done <- fmt.Errorf("topic %q: %w", t.name, broker.ErrClosed)
+			r.reply(fmt.Errorf("topic %q: %w", t.name, broker.ErrClosed))
 		default:
 			return
 		}
@@ -213,7 +250,7 @@ func (t *topic) failQueued() {
 func (t *topic) commit(batch []*appendReq) {
 	if t.broken != nil {
 		for _, r := range batch {
-			r.done <- t.broken
+			r.reply(t.broken)
 		}
 		return
 	}
@@ -227,7 +264,7 @@ func (t *topic) commit(batch []*appendReq) {
 	if seg.size.Load() >= t.b.opts.segmentBytes && seg.count() > 0 {
 		if err := t.roll(); err != nil {
 			for _, r := range batch {
-				r.done <- err
+				r.reply(err)
 			}
 			return
 		}
@@ -296,7 +333,7 @@ func (t *topic) commit(batch []*appendReq) {
 		if err != nil {
 			t.nextSeq = startSeq
 			for _, r := range batch {
-				r.done <- err
+				r.reply(err)
 			}
 			return
 		}
@@ -314,7 +351,7 @@ func (t *topic) commit(batch []*appendReq) {
 		t.buf = nil
 	}
 	for _, r := range batch {
-		r.done <- nil
+		r.reply(nil)
 	}
 	if len(buf) > 0 {
 		t.b.committed(t, batch)
