@@ -64,8 +64,9 @@ type Broker struct {
 	replies *replyTable
 	sched   *scheduler
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop      chan struct{}
+	closeDone chan struct{} // closed when Close has finished
+	wg        sync.WaitGroup
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -98,6 +99,7 @@ func Open(dir string, opts ...Option) (*Broker, error) {
 		ephemeral: map[*ephemeralSub]struct{}{},
 		replies:   newReplyTable(),
 		stop:      make(chan struct{}),
+		closeDone: make(chan struct{}),
 	}
 	b.meta, err = bolt.Open(filepath.Join(dir, "meta.db"), 0o644, &bolt.Options{Timeout: time.Second, NoFreelistSync: true})
 	if err != nil {
@@ -315,14 +317,17 @@ func (b *Broker) PublishAsync(ctx context.Context, p *broker.PublishParams, done
 
 // Close stops the engine: subscriptions end, unsettled deliveries are kept
 // for redelivery, group positions are saved, files are closed and the
-// directory is unlocked. Publishes that were acknowledged are on disk.
+// directory is unlocked. Publishes that were acknowledged are on disk. A
+// second Close waits for the first to finish and returns nil.
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
+		<-b.closeDone
 		return nil
 	}
 	b.closed = true
+	defer close(b.closeDone)
 	groups := make([]*group, 0, len(b.groups))
 	for _, g := range b.groups {
 		groups = append(groups, g)

@@ -58,7 +58,7 @@ func (r *appendReq) reply(err error) {
 		r.cb(err)
 		return
 	}
-	r.reply(err)
+	r.done <- err
 }
 
 func topicDirName(name string) string { return name } // validated names are safe path elements
@@ -350,11 +350,13 @@ func (t *topic) commit(batch []*appendReq) {
 	if cap(t.buf) > 16<<20 {
 		t.buf = nil
 	}
+	if len(buf) > 0 {
+		// Fan out before acknowledging: a subscription made after Publish
+		// returned is live-only and must not see this group.
+		t.b.committed(t, batch)
+	}
 	for _, r := range batch {
 		r.reply(nil)
-	}
-	if len(buf) > 0 {
-		t.b.committed(t, batch)
 	}
 }
 
