@@ -91,8 +91,10 @@ func oneLine(s string) string {
 
 // app carries the shared flags and the config to the commands.
 type app struct {
-	cfg *Config
-	hub string
+	cfg   *Config
+	hub   string
+	token string
+	tlsCA string
 }
 
 func newRoot(cfg *Config) *cobra.Command {
@@ -115,6 +117,8 @@ broker with its gRPC, Connect and REST API on one port); the other commands talk
 		def = "http://" + client.DefaultAddr
 	}
 	root.PersistentFlags().StringVar(&a.hub, "hub", def, "address of the hub (env SWITCHBOARD_HUB)")
+	root.PersistentFlags().StringVar(&a.token, "token", "", "bearer token for the hub (env SWITCHBOARD_TOKEN)")
+	root.PersistentFlags().StringVar(&a.tlsCA, "tls-ca", cfg.Getenv("SWITCHBOARD_TLS_CA"), "PEM file of CAs to trust for an https:// hub (env SWITCHBOARD_TLS_CA)")
 	root.AddCommand(
 		a.serveCmd(), a.publishCmd(), a.consumeCmd(), a.tailCmd(), a.requestCmd(),
 		a.topicsCmd(), a.groupsCmd(), a.dlqCmd(), a.versionCmd(),
@@ -132,8 +136,18 @@ func (a *app) connect(ctx context.Context) (*client.Broker, error) {
 		base = "http://" + base
 	}
 	var opts []client.Option
-	if tok := a.cfg.Getenv("SWITCHBOARD_TOKEN"); tok != "" {
-		opts = append(opts, client.WithToken(tok))
+	if a.token == "" {
+		a.token = a.cfg.Getenv("SWITCHBOARD_TOKEN") // not the flag's default: --help would print it
+	}
+	if a.token != "" {
+		opts = append(opts, client.WithToken(a.token))
+	}
+	if a.tlsCA != "" {
+		tc, err := client.LoadCA(a.tlsCA)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--tls-ca: %w", err)}
+		}
+		opts = append(opts, client.WithTLSConfig(tc))
 	}
 	b, err := client.New(ctx, base, opts...)
 	if err != nil {

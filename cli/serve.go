@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -9,53 +10,77 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/switchboard-dev/switchboard/broker"
 	_ "github.com/switchboard-dev/switchboard/broker/embedded" // the default backend
 	"github.com/switchboard-dev/switchboard/hub"
 )
 
-// serveFlags are the settings of serve. Each flag's default comes from its
-// SWITCHBOARD_* environment variable when set (flags beat env beat defaults).
+// serveFlags are the settings of serve. Each is resolved in this order:
+// the flag if given, else its SWITCHBOARD_* environment variable if set,
+// else the config file (--config) if it sets it, else the default.
 type serveFlags struct {
-	addr     string
-	data     string
-	backend  string
-	insecure bool
-	logLevel string
+	config          string
+	addr            string
+	data            string
+	backend         string
+	insecure        bool
+	logLevel        string
+	logFormat       string
+	tlsCert         string
+	tlsKey          string
+	maxPayload      int
+	maxRequestBytes int64
+	rate            float64
+	shutdownGrace   time.Duration
 }
 
 func (a *app) serveCmd() *cobra.Command {
 	f := &serveFlags{}
-	env := func(name, def string) string {
-		if v := a.cfg.Getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the hub: the broker and its gRPC, Connect and REST API on one port",
 		Long: `Run the hub: the embedded broker (or --backend) with its API served on one port as
-gRPC, gRPC-Web, Connect and REST+JSON, plus gRPC reflection and health, /healthz, /readyz
-and Server-Sent Events. SIGINT or SIGTERM shuts down gracefully: new work is refused,
-requests in progress finish, subscriptions end and their unsettled deliveries are
-redelivered after the restart.`,
+gRPC, gRPC-Web, Connect and REST+JSON, plus gRPC reflection and health, /healthz, /readyz,
+Prometheus /metrics and Server-Sent Events.
+
+Settings come from flags, then SWITCHBOARD_* environment variables (named after the flag:
+--max-payload is SWITCHBOARD_MAX_PAYLOAD), then the JSON config file (--config), in that
+order of strength. Bearer tokens and their per-topic permissions and rate limits come from
+the config file (see docs/hub.md). With tokens, every API request needs one. Without
+tokens, serve listens on loopback only, unless --insecure says anyone who can reach the
+port may do anything.
+
+SIGINT or SIGTERM shuts down gracefully: /readyz turns 503, new streams are refused,
+requests in progress (publishes, acks) finish, subscriptions end, the backend is closed
+(fsynced); unsettled deliveries are redelivered after the restart.`,
 		Example: `  switchboard serve
   switchboard serve --addr 127.0.0.1:7420 --data /var/lib/switchboard
+  switchboard serve --config /etc/switchboard/hub.json --addr 0.0.0.0:7420 --tls-cert tls.crt --tls-key tls.key
   switchboard serve --backend nats://127.0.0.1:4222`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return a.serve(cmd.Context(), f) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return a.serve(cmd.Context(), cmd.Flags(), f) },
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.addr, "addr", env("SWITCHBOARD_ADDR", "127.0.0.1:7420"), "host:port to listen on (env SWITCHBOARD_ADDR)")
-	fl.StringVar(&f.data, "data", env("SWITCHBOARD_DATA", "./switchboard-data"), "data directory of the embedded broker (env SWITCHBOARD_DATA)")
-	fl.StringVar(&f.backend, "backend", env("SWITCHBOARD_BACKEND", ""), "backend URL, e.g. amqp://… or nats://… (env SWITCHBOARD_BACKEND; default: embedded:// in --data)")
-	fl.BoolVar(&f.insecure, "insecure", false, "allow listening beyond loopback without authentication")
-	fl.StringVar(&f.logLevel, "log-level", env("SWITCHBOARD_LOG_LEVEL", "info"), "debug, info, warn or error (env SWITCHBOARD_LOG_LEVEL)")
+	fl.StringVar(&f.config, "config", "", "JSON config file with tokens, limits and settings (env SWITCHBOARD_CONFIG)")
+	fl.StringVar(&f.addr, "addr", "127.0.0.1:7420", "host:port to listen on (env SWITCHBOARD_ADDR)")
+	fl.StringVar(&f.data, "data", "./switchboard-data", "data directory of the embedded broker (env SWITCHBOARD_DATA)")
+	fl.StringVar(&f.backend, "backend", "", "backend URL, e.g. amqp://… or nats://… (env SWITCHBOARD_BACKEND; default: embedded:// in --data)")
+	fl.BoolVar(&f.insecure, "insecure", false, "allow listening beyond loopback without authentication (env SWITCHBOARD_INSECURE)")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug (every request), info (refused and failed requests), warn or error (env SWITCHBOARD_LOG_LEVEL)")
+	fl.StringVar(&f.logFormat, "log-format", "text", "text or json (env SWITCHBOARD_LOG_FORMAT)")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) file: serve HTTPS (env SWITCHBOARD_TLS_CERT)")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key file of --tls-cert (env SWITCHBOARD_TLS_KEY)")
+	fl.IntVar(&f.maxPayload, "max-payload", 1<<20, "largest message payload in bytes (env SWITCHBOARD_MAX_PAYLOAD)")
+	fl.Int64Var(&f.maxRequestBytes, "max-request-bytes", 16<<20, "largest request body in bytes (env SWITCHBOARD_MAX_REQUEST_BYTES)")
+	fl.Float64Var(&f.rate, "rate", 0, "default per-token rate limit in requests/s, 0 = unlimited (env SWITCHBOARD_RATE)")
+	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", 10*time.Second, "how long a shutdown waits for requests in progress (env SWITCHBOARD_SHUTDOWN_GRACE)")
 	return cmd
 }
 
@@ -69,18 +94,136 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func (a *app) serve(ctx context.Context, f *serveFlags) error {
+// resolve applies the order of strength: a flag given on the command line,
+// else its environment variable, else the config file's value (fileSet
+// says whether the file sets it), else the flag's default.
+func (a *app) resolve(fl *pflag.FlagSet, name string, fileVal string, fileSet bool) error {
+	if fl.Changed(name) {
+		return nil
+	}
+	env := envName(name)
+	if v := a.cfg.Getenv(env); v != "" {
+		if err := fl.Set(name, v); err != nil {
+			return usageError{fmt.Errorf("%s=%q: %w", env, v, err)}
+		}
+		return nil
+	}
+	if fileSet {
+		if err := fl.Set(name, fileVal); err != nil {
+			return fmt.Errorf("config file: %s %q: %w", name, fileVal, err)
+		}
+	}
+	return nil
+}
+
+// envName is the environment variable of a flag: --max-payload is
+// SWITCHBOARD_MAX_PAYLOAD.
+func envName(flag string) string {
+	b := []byte("SWITCHBOARD_" + flag)
+	for i, c := range b {
+		switch {
+		case c == '-':
+			b[i] = '_'
+		case c >= 'a' && c <= 'z':
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}
+
+// settings resolves every flag and reads the config file.
+func (a *app) settings(fl *pflag.FlagSet, f *serveFlags) (*hub.File, error) {
+	if err := a.resolve(fl, "config", "", false); err != nil {
+		return nil, err
+	}
+	file := &hub.File{}
+	if f.config != "" {
+		var err error
+		if file, err = hub.LoadFile(f.config); err != nil {
+			return nil, err
+		}
+	}
+	str := func(v string) (string, bool) { return v, v != "" }
+	num := func(v int64) (string, bool) { return strconv.FormatInt(v, 10), v != 0 }
+	for _, s := range []struct {
+		name string
+		val  string
+		set  bool
+	}{
+		{"addr", file.Addr, file.Addr != ""},
+		{"data", file.Data, file.Data != ""},
+		{"backend", file.Backend, file.Backend != ""},
+		{"insecure", strconv.FormatBool(file.Insecure), file.Insecure},
+		{"log-level", file.LogLevel, file.LogLevel != ""},
+		{"log-format", "", false},
+		{"shutdown-grace", "", false},
+	} {
+		if err := a.resolve(fl, s.name, s.val, s.set); err != nil {
+			return nil, err
+		}
+	}
+	for name, v := range map[string]string{"tls-cert": file.TLSCert, "tls-key": file.TLSKey} {
+		val, set := str(v)
+		if err := a.resolve(fl, name, val, set); err != nil {
+			return nil, err
+		}
+	}
+	for name, v := range map[string]int64{"max-payload": int64(file.Limits.MaxPayload), "max-request-bytes": file.Limits.MaxRequestBytes} {
+		val, set := num(v)
+		if err := a.resolve(fl, name, val, set); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.resolve(fl, "rate", strconv.FormatFloat(file.Rate.PerSecond, 'g', -1, 64), file.Rate.PerSecond != 0); err != nil {
+		return nil, err
+	}
+	return file, nil
+}
+
+func (a *app) serve(ctx context.Context, fl *pflag.FlagSet, f *serveFlags) error {
+	file, err := a.settings(fl, f)
+	if err != nil {
+		return err
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", f.logLevel)}
+	}
+	var log *slog.Logger
+	switch f.logFormat {
+	case "text":
+		log = slog.New(slog.NewTextHandler(a.cfg.Stderr, &slog.HandlerOptions{Level: level}))
+	case "json":
+		log = slog.New(slog.NewJSONHandler(a.cfg.Stderr, &slog.HandlerOptions{Level: level}))
+	default:
+		return usageError{fmt.Errorf("--log-format %q: use text or json", f.logFormat)}
 	}
 	host, _, err := net.SplitHostPort(f.addr)
 	if err != nil {
 		return usageError{fmt.Errorf("--addr %q: use host:port, e.g. 127.0.0.1:7420", f.addr)}
 	}
-	if !isLoopback(host) && !f.insecure {
-		return fmt.Errorf("refusing to listen on %s without authentication (authentication is not available in this version); listen on 127.0.0.1, or pass --insecure to accept anyone who can reach the port", f.addr)
+	auth := file.Auth()
+	if auth != nil && f.rate != 0 {
+		auth.Rate = f.rate
 	}
+	if auth == nil && !isLoopback(host) && !f.insecure {
+		return fmt.Errorf("refusing to listen on %s without authentication: add tokens to a config file (--config, see docs/hub.md), listen on 127.0.0.1, or pass --insecure to let anyone who can reach the port do anything", f.addr)
+	}
+	var tlsCfg *tls.Config
+	switch {
+	case f.tlsCert != "" && f.tlsKey != "":
+		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return fmt.Errorf("TLS certificate %s and key %s: %w", f.tlsCert, f.tlsKey, err)
+		}
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	case f.tlsCert != "" || f.tlsKey != "":
+		return usageError{fmt.Errorf("--tls-cert and --tls-key go together: give both files, or neither for cleartext")}
+	}
+	cfg := &hub.Config{Logger: log, Version: version(), Auth: auth, TLS: tlsCfg, ShutdownGrace: f.shutdownGrace}
+	file.Limits.Apply(cfg)
+	hub.FileLimits{MaxPayload: f.maxPayload, MaxRequestBytes: f.maxRequestBytes}.Apply(cfg)
+
 	backendURL, where := f.backend, ""
 	if backendURL == "" {
 		dir, err := filepath.Abs(f.data)
@@ -90,10 +233,14 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return fmt.Errorf("create data directory: %w", err)
 		}
-		backendURL = (&url.URL{Scheme: "embedded", Path: dir}).String()
+		u := &url.URL{Scheme: "embedded", Path: dir}
+		if f.maxPayload > 1<<20 {
+			// The engine has its own payload limit; keep it in step.
+			u.RawQuery = "max_payload=" + strconv.Itoa(f.maxPayload)
+		}
+		backendURL = u.String()
 		where = dir
 	}
-	log := slog.New(slog.NewTextHandler(a.cfg.Stderr, &slog.HandlerOptions{Level: level}))
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -101,7 +248,7 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return fmt.Errorf("open backend %s: %w", broker.Redact(backendURL), err)
 	}
-	s, err := hub.New(b, &hub.Config{Logger: log, Version: version()})
+	s, err := hub.New(b, cfg)
 	if err != nil {
 		_ = b.Close()
 		return err
@@ -112,16 +259,26 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 		return fmt.Errorf("listen on %s: %w", f.addr, err)
 	}
 	out := a.cfg.Stdout
+	scheme, protos := "http", "cleartext HTTP/2 and HTTP/1.1"
+	if tlsCfg != nil {
+		scheme, protos = "https", "TLS, HTTP/2 and HTTP/1.1"
+	}
 	fmt.Fprintf(out, "switchboard hub %s\n", version())
-	fmt.Fprintf(out, "listening on http://%s (gRPC, gRPC-Web, Connect, REST; cleartext HTTP/2 and HTTP/1.1)\n", ln.Addr())
+	fmt.Fprintf(out, "listening on %s://%s (gRPC, gRPC-Web, Connect, REST; %s); metrics at /metrics\n", scheme, ln.Addr(), protos)
 	if where != "" {
 		fmt.Fprintf(out, "data in %s (embedded broker)\n", where)
 	} else {
 		fmt.Fprintf(out, "backend %s (%s); data lives in the backend\n", broker.Redact(backendURL), b.Capabilities().Name)
 	}
-	if isLoopback(host) {
+	switch {
+	case auth != nil:
+		fmt.Fprintf(out, "auth on: %d tokens from %s\n", len(auth.Tokens), f.config)
+		if tlsCfg == nil && !isLoopback(host) {
+			fmt.Fprintln(out, "warning: tokens travel in cleartext; serve with --tls-cert/--tls-key or behind a TLS proxy")
+		}
+	case isLoopback(host):
 		fmt.Fprintln(out, "auth off (listening on loopback only)")
-	} else {
+	default:
 		fmt.Fprintln(out, "auth OFF: --insecure, anyone who can reach this port has full access")
 	}
 	if a.cfg.Ready != nil {

@@ -10,17 +10,21 @@
 // Ack, Nack, Term and Extend calls. Errors match the broker sentinels with
 // errors.Is, as they would in process.
 //
-// URL form: switchboard://host:port[?token=T&tls=1]. token is sent as a
-// bearer token; tls=1 uses HTTPS instead of cleartext HTTP/2.
+// URL form: switchboard://host:port[?token=T&tls=1&ca=FILE]. token is sent
+// as a bearer token; tls=1 uses HTTPS instead of cleartext HTTP/2; ca names
+// a PEM file of certificate authorities to trust besides the system's (a
+// private CA or a self-signed hub certificate; implies tls=1).
 package client
 
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -72,6 +76,7 @@ type Option interface{ apply(*options) }
 type options struct {
 	token string
 	hc    *http.Client
+	tls   *tls.Config
 }
 
 type optionFunc func(*options)
@@ -83,6 +88,27 @@ func WithToken(token string) Option { return optionFunc(func(o *options) { o.tok
 
 // WithHTTPClient uses hc instead of the default cleartext HTTP/2 client.
 func WithHTTPClient(hc *http.Client) Option { return optionFunc(func(o *options) { o.hc = hc }) }
+
+// WithTLSConfig uses cfg for https:// hubs (e.g. with RootCAs holding a
+// private CA). Ignored with WithHTTPClient.
+func WithTLSConfig(cfg *tls.Config) Option { return optionFunc(func(o *options) { o.tls = cfg }) }
+
+// LoadCA returns a TLS config that trusts the system's authorities and
+// those in the PEM file at path.
+func LoadCA(path string) (*tls.Config, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("CA file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA file %s holds no PEM certificate", path)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}, nil
+}
 
 func openURL(ctx context.Context, u *url.URL) (*Broker, error) {
 	host := u.Host
@@ -100,8 +126,15 @@ func openURL(ctx context.Context, u *url.URL) (*Broker, error) {
 			if v := q.Get("tls"); v == "1" || v == "true" {
 				scheme = "https"
 			}
+		case "ca":
+			cfg, err := LoadCA(q.Get("ca"))
+			if err != nil {
+				return nil, fmt.Errorf("%w: switchboard://%s: %v", broker.ErrBadURL, host, err)
+			}
+			scheme = "https"
+			opts = append(opts, WithTLSConfig(cfg))
 		default:
-			return nil, fmt.Errorf("%w: switchboard://%s: unknown parameter %q; use token or tls", broker.ErrBadURL, host, k)
+			return nil, fmt.Errorf("%w: switchboard://%s: unknown parameter %q; use token, tls or ca", broker.ErrBadURL, host, k)
 		}
 	}
 	return New(ctx, scheme+"://"+host, opts...)
@@ -121,7 +154,7 @@ func New(ctx context.Context, baseURL string, opts ...Option) (*Broker, error) {
 	}
 	hc := o.hc
 	if hc == nil {
-		hc = defaultHTTPClient(u.Scheme == "https")
+		hc = defaultHTTPClient(u.Scheme == "https", o.tls)
 	}
 	var copts []connect.ClientOption
 	if o.token != "" {
@@ -148,7 +181,10 @@ func New(ctx context.Context, baseURL string, opts ...Option) (*Broker, error) {
 
 // defaultHTTPClient speaks HTTP/2: cleartext (h2c, prior knowledge) for
 // http://, negotiated for https://. Many calls share one connection.
-func defaultHTTPClient(secure bool) *http.Client {
+func defaultHTTPClient(secure bool, tlsCfg *tls.Config) *http.Client {
+	if tlsCfg == nil {
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
 	var p http.Protocols
 	if secure {
 		p.SetHTTP2(true)
@@ -159,7 +195,7 @@ func defaultHTTPClient(secure bool) *http.Client {
 	tr := &http.Transport{
 		Protocols:           &p,
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12},
+		TLSClientConfig:     tlsCfg,
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
 	}

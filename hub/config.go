@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -47,6 +48,25 @@ type Config struct {
 	// Events streams. Default 15 s.
 	SSEKeepAlive time.Duration
 
+	// Auth, when not nil, requires a bearer token on every API request and
+	// checks its per-topic permissions and rate limit. Default nil:
+	// authentication off (the CLI refuses that beyond loopback unless told
+	// --insecure).
+	Auth *Auth
+
+	// TLS, when not nil, makes Serve speak HTTPS (HTTP/2 negotiated by ALPN,
+	// and HTTP/1.1) instead of cleartext. Default nil: cleartext HTTP/1.1
+	// and HTTP/2 (h2c).
+	TLS *tls.Config
+
+	// MaxHeaderBytes bounds the HTTP request headers (not message headers,
+	// which travel in the body and are bounded by Limits). Default 64 KiB.
+	MaxHeaderBytes int
+
+	// ScrapeTimeout bounds reading group lag from the backend for /metrics.
+	// Default 5 s.
+	ScrapeTimeout time.Duration
+
 	// ShutdownGrace bounds how long Serve waits, once its context is done,
 	// for requests in progress before closing connections. Default 10 s.
 	ShutdownGrace time.Duration
@@ -85,6 +105,12 @@ func (c *Config) WithDefaults() *Config {
 	if out.SSEKeepAlive == 0 {
 		out.SSEKeepAlive = 15 * time.Second
 	}
+	if out.MaxHeaderBytes == 0 {
+		out.MaxHeaderBytes = 64 << 10
+	}
+	if out.ScrapeTimeout == 0 {
+		out.ScrapeTimeout = 5 * time.Second
+	}
 	if out.ShutdownGrace == 0 {
 		out.ShutdownGrace = 10 * time.Second
 	}
@@ -107,7 +133,10 @@ func (c *Config) validate() error {
 	if c.DefaultMaxInFlight > c.MaxInFlight {
 		return fmt.Errorf("hub config: DefaultMaxInFlight %d exceeds MaxInFlight %d", c.DefaultMaxInFlight, c.MaxInFlight)
 	}
-	if c.MaxRequestTimeout < 0 || c.SSEKeepAlive < 0 || c.ShutdownGrace < 0 {
+	if c.MaxHeaderBytes < 4096 {
+		return fmt.Errorf("hub config: MaxHeaderBytes %d is below 4096 bytes", c.MaxHeaderBytes)
+	}
+	if c.MaxRequestTimeout < 0 || c.SSEKeepAlive < 0 || c.ShutdownGrace < 0 || c.ScrapeTimeout < 0 {
 		return fmt.Errorf("hub config: durations must not be negative")
 	}
 	return nil

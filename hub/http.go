@@ -3,6 +3,7 @@ package hub
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 
@@ -10,6 +11,7 @@ import (
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"connectrpc.com/vanguard"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -23,7 +25,10 @@ import (
 
 // routes builds the one handler of every protocol.
 func (s *Server) routes() (http.Handler, error) {
-	opts := []connect.HandlerOption{connect.WithReadMaxBytes(int(s.cfg.MaxRequestBytes))}
+	opts := []connect.HandlerOption{
+		connect.WithReadMaxBytes(int(s.cfg.MaxRequestBytes)),
+		connect.WithInterceptors(observer{s}),
+	}
 	path, svc := switchboardv1connect.NewSwitchboardServiceHandler(&service{s: s}, opts...)
 
 	// REST+JSON from the google.api.http annotations; gRPC, gRPC-Web and
@@ -51,7 +56,8 @@ func (s *Server) routes() (http.Handler, error) {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /v1/topics/{topic}/groups/{group}/events", s.serveEvents)
 	mux.HandleFunc("GET /v1/topics/{topic}/events", s.serveEvents)
-	return s.limitBody(mux), nil
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn)}))
+	return s.guard(s.limitBody(mux)), nil
 }
 
 // strictJSON is vanguard's JSON codec with unknown fields refused, and

@@ -13,10 +13,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboard-dev/switchboard/broker"
 )
@@ -30,6 +33,8 @@ type Server struct {
 	handler http.Handler
 	tokens  *tokens
 	health  *healthState
+	auth    *authn // nil: authentication off
+	metrics *metrics
 
 	done      chan struct{} // closed when shutting down: streams end
 	closeOnce sync.Once
@@ -44,7 +49,12 @@ func New(b broker.Broker, cfg *Config) (*Server, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{b: b, cfg: c, tokens: newTokens(), done: make(chan struct{})}
+	auth, err := newAuthn(c.Auth)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{b: b, cfg: c, tokens: newTokens(), done: make(chan struct{}), auth: auth}
+	s.metrics = newMetrics(b, c.ScrapeTimeout)
 	h, err := s.routes()
 	if err != nil {
 		return nil, err
@@ -58,6 +68,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 
 // Broker returns the broker the hub serves.
 func (s *Server) Broker() broker.Broker { return s.b }
+
+// Registry returns the Prometheus registry behind /metrics, for a program
+// that embeds the hub and wants to add its own collectors.
+func (s *Server) Registry() *prometheus.Registry { return s.metrics.reg }
+
+// AuthEnabled reports whether requests need a bearer token.
+func (s *Server) AuthEnabled() bool { return s.auth != nil }
 
 func (s *Server) closing() bool {
 	select {
@@ -80,18 +97,30 @@ func (s *Server) beginShutdown() {
 // accepting, ends subscription streams (their deliveries are redelivered),
 // waits up to Config.ShutdownGrace for requests in progress (publishes and
 // acks finish), and returns. It returns nil after a shutdown caused by ctx.
+// With Config.TLS it serves HTTPS. The caller closes the broker afterwards
+// (which fsyncs it).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
+	if s.cfg.TLS != nil {
+		protos.SetHTTP2(true)
+	} else {
+		protos.SetUnencryptedHTTP2(true)
+	}
 	srv := &http.Server{
 		Handler:           s,
 		Protocols:         &protos,
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          nil,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	if s.cfg.TLS != nil {
+		srv.TLSConfig = s.cfg.TLS.Clone()
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
 	select {
 	case err := <-errc:
 		s.beginShutdown()

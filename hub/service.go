@@ -31,6 +31,9 @@ func (sv *service) checkMessage(m *message.Message) error {
 }
 
 func (sv *service) publish(ctx context.Context, topic string, msgs []*v1.Message) ([]*v1.MessageResult, error) {
+	if err := sv.s.authorize(ctx, PermPublish, topic); err != nil {
+		return nil, err
+	}
 	if len(msgs) > sv.s.cfg.MaxBatch {
 		return nil, invalid("batch of %d messages exceeds the hub's limit of %d; split it", len(msgs), sv.s.cfg.MaxBatch)
 	}
@@ -53,6 +56,7 @@ func (sv *service) publish(ctx context.Context, topic string, msgs []*v1.Message
 	if err != nil {
 		return nil, apiconv.ToConnect(fmt.Errorf("publish to %q: %w", topic, err))
 	}
+	sv.s.metrics.published.Add(float64(len(res.Results)))
 	out := make([]*v1.MessageResult, len(res.Results))
 	for i, r := range res.Results {
 		out[i] = &v1.MessageResult{Id: r.ID, Seq: r.Seq, Duplicate: r.Duplicate}
@@ -83,6 +87,9 @@ func (sv *service) PublishBatch(ctx context.Context, req *connect.Request[v1.Pub
 }
 
 func (sv *service) Request(ctx context.Context, req *connect.Request[v1.RequestRequest]) (*connect.Response[v1.RequestResponse], error) {
+	if err := sv.s.authorize(ctx, PermPublish, req.Msg.GetTopic()); err != nil {
+		return nil, err
+	}
 	r, ok := sv.s.b.(broker.Requester)
 	if !ok {
 		return nil, apiconv.ToConnect(broker.NotSupported(sv.s.b.Capabilities().Name, "request/reply", "publish and consume instead"))
@@ -106,7 +113,7 @@ func (sv *service) Request(ctx context.Context, req *connect.Request[v1.RequestR
 	return connect.NewResponse(&v1.RequestResponse{Message: apiconv.MessageToProto(resp, true)}), nil
 }
 
-func (sv *service) GetCapabilities(context.Context, *connect.Request[v1.GetCapabilitiesRequest]) (*connect.Response[v1.GetCapabilitiesResponse], error) {
+func (sv *service) GetCapabilities(ctx context.Context, _ *connect.Request[v1.GetCapabilitiesRequest]) (*connect.Response[v1.GetCapabilitiesResponse], error) {
 	resp := apiconv.CapsToProto(sv.s.b.Capabilities())
 	if _, ok := sv.s.b.(broker.TopicAdmin); ok {
 		resp.Admin = append(resp.Admin, "topics")
@@ -153,6 +160,9 @@ func (sv *service) CreateTopic(ctx context.Context, req *connect.Request[v1.Crea
 	if err := message.ValidateTopic(req.Msg.GetTopic()); err != nil {
 		return nil, apiconv.ToConnect(err)
 	}
+	if err := sv.s.authorize(ctx, PermAdmin, req.Msg.GetTopic()); err != nil {
+		return nil, err
+	}
 	if req.Msg.GetPartitions() < 0 {
 		return nil, invalid("partitions %d must not be negative", req.Msg.GetPartitions())
 	}
@@ -172,9 +182,13 @@ func (sv *service) ListTopics(ctx context.Context, _ *connect.Request[v1.ListTop
 	if err != nil {
 		return nil, apiconv.ToConnect(fmt.Errorf("list topics: %w", err))
 	}
-	resp := &v1.ListTopicsResponse{Topics: make([]*v1.TopicInfo, len(infos))}
-	for i, ti := range infos {
-		resp.Topics[i] = apiconv.TopicToProto(ti)
+	resp := &v1.ListTopicsResponse{Topics: make([]*v1.TopicInfo, 0, len(infos))}
+	p := principalFrom(ctx)
+	for _, ti := range infos {
+		if sv.s.auth != nil && (p == nil || !p.mayAny(ti.Config.Name)) {
+			continue // list only what the token may touch
+		}
+		resp.Topics = append(resp.Topics, apiconv.TopicToProto(ti))
 	}
 	return connect.NewResponse(resp), nil
 }
@@ -182,6 +196,9 @@ func (sv *service) ListTopics(ctx context.Context, _ *connect.Request[v1.ListTop
 func (sv *service) DescribeTopic(ctx context.Context, req *connect.Request[v1.DescribeTopicRequest]) (*connect.Response[v1.DescribeTopicResponse], error) {
 	a, err := sv.topicAdmin()
 	if err != nil {
+		return nil, err
+	}
+	if err := sv.s.authorizeAny(ctx, req.Msg.GetTopic()); err != nil {
 		return nil, err
 	}
 	ti, err := a.DescribeTopic(ctx, req.Msg.GetTopic())
@@ -194,6 +211,9 @@ func (sv *service) DescribeTopic(ctx context.Context, req *connect.Request[v1.De
 func (sv *service) DeleteTopic(ctx context.Context, req *connect.Request[v1.DeleteTopicRequest]) (*connect.Response[v1.DeleteTopicResponse], error) {
 	a, err := sv.topicAdmin()
 	if err != nil {
+		return nil, err
+	}
+	if err := sv.s.authorize(ctx, PermAdmin, req.Msg.GetTopic()); err != nil {
 		return nil, err
 	}
 	if err := a.DeleteTopic(ctx, req.Msg.GetTopic()); err != nil {
@@ -214,6 +234,9 @@ func (sv *service) CreateGroup(ctx context.Context, req *connect.Request[v1.Crea
 	if topic == "" {
 		return nil, invalid("topic is required: the topic or pattern the group follows")
 	}
+	if err := sv.s.authorize(ctx, PermConsume, topic); err != nil {
+		return nil, err
+	}
 	if err := a.CreateGroup(ctx, topic, g, apiconv.StartFromProto(req.Msg.GetStart())); err != nil {
 		return nil, apiconv.ToConnect(fmt.Errorf("create group %q on %q: %w", g, topic, err))
 	}
@@ -229,9 +252,13 @@ func (sv *service) ListGroups(ctx context.Context, _ *connect.Request[v1.ListGro
 	if err != nil {
 		return nil, apiconv.ToConnect(fmt.Errorf("list groups: %w", err))
 	}
-	resp := &v1.ListGroupsResponse{Groups: make([]*v1.GroupInfo, len(infos))}
-	for i, gi := range infos {
-		resp.Groups[i] = apiconv.GroupToProto(gi)
+	resp := &v1.ListGroupsResponse{Groups: make([]*v1.GroupInfo, 0, len(infos))}
+	p := principalFrom(ctx)
+	for _, gi := range infos {
+		if sv.s.auth != nil && (p == nil || !p.may(PermConsume, gi.Topic)) {
+			continue // list only the groups the token may consume
+		}
+		resp.Groups = append(resp.Groups, apiconv.GroupToProto(gi))
 	}
 	return connect.NewResponse(resp), nil
 }
@@ -239,6 +266,9 @@ func (sv *service) ListGroups(ctx context.Context, _ *connect.Request[v1.ListGro
 func (sv *service) DescribeGroup(ctx context.Context, req *connect.Request[v1.DescribeGroupRequest]) (*connect.Response[v1.DescribeGroupResponse], error) {
 	a, err := sv.groupAdmin()
 	if err != nil {
+		return nil, err
+	}
+	if err := sv.s.authorizeGroup(ctx, PermConsume, req.Msg.GetGroup()); err != nil {
 		return nil, err
 	}
 	gi, err := a.DescribeGroup(ctx, req.Msg.GetGroup())
@@ -253,6 +283,9 @@ func (sv *service) DeleteGroup(ctx context.Context, req *connect.Request[v1.Dele
 	if err != nil {
 		return nil, err
 	}
+	if err := sv.s.authorizeGroup(ctx, PermAdmin, req.Msg.GetGroup()); err != nil {
+		return nil, err
+	}
 	if err := a.DeleteGroup(ctx, req.Msg.GetGroup()); err != nil {
 		return nil, apiconv.ToConnect(fmt.Errorf("delete group %q: %w", req.Msg.GetGroup(), err))
 	}
@@ -262,6 +295,9 @@ func (sv *service) DeleteGroup(ctx context.Context, req *connect.Request[v1.Dele
 func (sv *service) ResetGroup(ctx context.Context, req *connect.Request[v1.ResetGroupRequest]) (*connect.Response[v1.ResetGroupResponse], error) {
 	a, err := sv.groupAdmin()
 	if err != nil {
+		return nil, err
+	}
+	if err := sv.s.authorizeGroup(ctx, PermAdmin, req.Msg.GetGroup()); err != nil {
 		return nil, err
 	}
 	if err := a.ResetGroup(ctx, req.Msg.GetGroup(), apiconv.StartFromProto(req.Msg.GetStart())); err != nil {
@@ -283,6 +319,9 @@ func (sv *service) ListDeadLetters(ctx context.Context, req *connect.Request[v1.
 		return nil, err
 	}
 	g := req.Msg.GetGroup()
+	if err := sv.s.authorizeGroup(ctx, PermConsume, g); err != nil {
+		return nil, err
+	}
 	gi, err := ga.DescribeGroup(ctx, g)
 	if err != nil {
 		return nil, apiconv.ToConnect(fmt.Errorf("list dead letters of group %q: %w", g, err))
@@ -312,6 +351,9 @@ func (sv *service) ReplayDeadLetters(ctx context.Context, req *connect.Request[v
 	if req.Msg.GetMax() < 0 {
 		return nil, invalid("max %d must not be negative (0 replays all)", req.Msg.GetMax())
 	}
+	if err := sv.s.authorizeGroup(ctx, PermAdmin, req.Msg.GetGroup()); err != nil {
+		return nil, err
+	}
 	n, err := a.ReplayDeadLetters(ctx, req.Msg.GetGroup(), int(req.Msg.GetMax()))
 	if err != nil {
 		return nil, apiconv.ToConnect(fmt.Errorf("replay dead letters of group %q: %w", req.Msg.GetGroup(), err))
@@ -322,6 +364,9 @@ func (sv *service) ReplayDeadLetters(ctx context.Context, req *connect.Request[v
 func (sv *service) PurgeDeadLetters(ctx context.Context, req *connect.Request[v1.PurgeDeadLettersRequest]) (*connect.Response[v1.PurgeDeadLettersResponse], error) {
 	a, err := sv.dlqAdmin()
 	if err != nil {
+		return nil, err
+	}
+	if err := sv.s.authorizeGroup(ctx, PermAdmin, req.Msg.GetGroup()); err != nil {
 		return nil, err
 	}
 	n, err := a.PurgeDeadLetters(ctx, req.Msg.GetGroup())

@@ -31,6 +31,12 @@ import (
 // its id. Settle with POST /v1/deliveries/{token}:ack (or :nack, :term,
 // :extend). At most max_in_flight deliveries are unsettled at a time.
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	var err error
+	defer func() {
+		s.metrics.observe("SSE", err, time.Since(start))
+		reqInfoFrom(r.Context()).set("SSE", err)
+	}()
 	req, err := eventsRequest(r)
 	if err != nil {
 		writeError(w, err)

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -64,6 +65,9 @@ func (s *Server) attach(ctx context.Context, req *v1.SubscribeRequest) (*liveSub
 	if err != nil {
 		return nil, err
 	}
+	if err := s.authorize(ctx, PermConsume, p.Topic); err != nil {
+		return nil, err
+	}
 	if s.closing() {
 		return nil, errShuttingDown()
 	}
@@ -75,7 +79,8 @@ func (s *Server) attach(ctx context.Context, req *v1.SubscribeRequest) (*liveSub
 		return nil, apiconv.ToConnect(fmt.Errorf("subscribe group %q to %q: %w", p.Group, p.Topic, err))
 	}
 	ls := &liveSub{s: s, sub: sub, durable: p.Group != "", maxInFlight: p.MaxInFlight}
-	ls.st = s.tokens.attach(p.MaxInFlight)
+	ls.st = s.tokens.attach(p.MaxInFlight, ownerName(ctx))
+	s.metrics.subscriptions.Inc()
 	s.cfg.Logger.Debug("subscription attached", "subscription", ls.st.id, "topic", p.Topic, "group", p.Group, "max_in_flight", p.MaxInFlight)
 	return ls, nil
 }
@@ -85,6 +90,7 @@ func (s *Server) attach(ctx context.Context, req *v1.SubscribeRequest) (*liveSub
 func (ls *liveSub) close() {
 	ls.s.tokens.detach(ls.st)
 	_ = ls.sub.Close()
+	ls.s.metrics.subscriptions.Dec()
 	ls.s.cfg.Logger.Debug("subscription detached", "subscription", ls.st.id)
 }
 
@@ -122,6 +128,7 @@ func (ls *liveSub) pump(ctx context.Context, send func(*v1.Delivery) error, keep
 			if err := send(apiconv.DeliveryToProto(d, tok)); err != nil {
 				return err
 			}
+			ls.s.metrics.delivered.Inc()
 		}
 	}
 }
@@ -147,13 +154,26 @@ func (sv *service) Subscribe(ctx context.Context, req *connect.Request[v1.Subscr
 	}, 0, nil)
 }
 
-// delivery finds the delivery of a token, or says why it cannot.
-func (sv *service) delivery(token string, final bool) (*broker.Delivery, error) {
+// ownerName is the name of the caller's bearer token ("" with auth off).
+func ownerName(ctx context.Context) string {
+	if p := principalFrom(ctx); p != nil {
+		return p.name
+	}
+	return ""
+}
+
+// delivery finds the delivery of a token, or says why it cannot. Only the
+// bearer token that subscribed may settle its deliveries.
+func (sv *service) delivery(ctx context.Context, token string, final bool) (*broker.Delivery, error) {
 	if token == "" {
 		return nil, invalid("token is required: the token of the delivery, as received")
 	}
-	d, _, ok := sv.s.tokens.lookup(token, final)
-	if !ok {
+	d, st, err := sv.s.tokens.lookup(token, final, ownerName(ctx))
+	switch {
+	case errors.Is(err, errForeign):
+		return nil, apiconv.NewError(connect.CodePermissionDenied, apiconv.ReasonPermissionDenied,
+			fmt.Sprintf("delivery token %q belongs to a subscription of bearer token %q; settle it with the token that subscribed", token, st.owner))
+	case err != nil:
 		return nil, apiconv.NewError(connect.CodeFailedPrecondition, apiconv.ReasonUnknownDelivery,
 			fmt.Sprintf("delivery token %q is unknown: it was already settled, or the subscription that received it has ended (its message will be redelivered)", token))
 	}
@@ -161,13 +181,14 @@ func (sv *service) delivery(token string, final bool) (*broker.Delivery, error) 
 }
 
 func (sv *service) Ack(ctx context.Context, req *connect.Request[v1.AckRequest]) (*connect.Response[v1.AckResponse], error) {
-	d, err := sv.delivery(req.Msg.GetToken(), true)
+	d, err := sv.delivery(ctx, req.Msg.GetToken(), true)
 	if err != nil {
 		return nil, err
 	}
 	if err := d.Ack(ctx); err != nil {
 		return nil, apiconv.ToConnect(err)
 	}
+	sv.s.metrics.settled.WithLabelValues("ack").Inc()
 	return connect.NewResponse(&v1.AckResponse{}), nil
 }
 
@@ -176,24 +197,26 @@ func (sv *service) Nack(ctx context.Context, req *connect.Request[v1.NackRequest
 	if delay < 0 {
 		return nil, invalid("delay %s must not be negative", delay)
 	}
-	d, err := sv.delivery(req.Msg.GetToken(), true)
+	d, err := sv.delivery(ctx, req.Msg.GetToken(), true)
 	if err != nil {
 		return nil, err
 	}
 	if err := d.Nack(ctx, delay); err != nil {
 		return nil, apiconv.ToConnect(err)
 	}
+	sv.s.metrics.settled.WithLabelValues("nack").Inc()
 	return connect.NewResponse(&v1.NackResponse{}), nil
 }
 
 func (sv *service) Term(ctx context.Context, req *connect.Request[v1.TermRequest]) (*connect.Response[v1.TermResponse], error) {
-	d, err := sv.delivery(req.Msg.GetToken(), true)
+	d, err := sv.delivery(ctx, req.Msg.GetToken(), true)
 	if err != nil {
 		return nil, err
 	}
 	if err := d.Term(ctx, req.Msg.GetReason()); err != nil {
 		return nil, apiconv.ToConnect(err)
 	}
+	sv.s.metrics.settled.WithLabelValues("term").Inc()
 	return connect.NewResponse(&v1.TermResponse{}), nil
 }
 
@@ -202,7 +225,7 @@ func (sv *service) Extend(ctx context.Context, req *connect.Request[v1.ExtendReq
 	if by <= 0 {
 		return nil, invalid("by is required and must be positive, e.g. \"by\": \"30s\"")
 	}
-	d, err := sv.delivery(req.Msg.GetToken(), false)
+	d, err := sv.delivery(ctx, req.Msg.GetToken(), false)
 	if err != nil {
 		return nil, err
 	}
@@ -210,11 +233,12 @@ func (sv *service) Extend(ctx context.Context, req *connect.Request[v1.ExtendReq
 		return nil, apiconv.ToConnect(err)
 	}
 	sv.s.tokens.extended(req.Msg.GetToken(), time.Now().Add(by))
+	sv.s.metrics.settled.WithLabelValues("extend").Inc()
 	return connect.NewResponse(&v1.ExtendResponse{}), nil
 }
 
 func (sv *service) Reply(ctx context.Context, req *connect.Request[v1.ReplyRequest]) (*connect.Response[v1.ReplyResponse], error) {
-	d, err := sv.delivery(req.Msg.GetToken(), false)
+	d, err := sv.delivery(ctx, req.Msg.GetToken(), false)
 	if err != nil {
 		return nil, err
 	}
@@ -227,7 +251,8 @@ func (sv *service) Reply(ctx context.Context, req *connect.Request[v1.ReplyReque
 		return nil, apiconv.ToConnect(err)
 	}
 	if d.Info.Group == "" { // an ephemeral request is done once answered
-		sv.s.tokens.lookup(req.Msg.GetToken(), true)
+		_, _, _ = sv.s.tokens.lookup(req.Msg.GetToken(), true, ownerName(ctx))
 	}
+	sv.s.metrics.settled.WithLabelValues("reply").Inc()
 	return connect.NewResponse(&v1.ReplyResponse{}), nil
 }

@@ -3,6 +3,7 @@ package hub
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,7 @@ func newTokens() *tokens { return &tokens{subs: map[string]*subTokens{}} }
 // subTokens holds the deliveries of one subscription.
 type subTokens struct {
 	id      string
+	owner   string // name of the bearer token that subscribed ("" with auth off)
 	mu      sync.Mutex
 	next    uint64
 	m       map[uint64]*entry
@@ -59,8 +61,8 @@ func newSubID() string {
 }
 
 // attach registers a new subscription.
-func (t *tokens) attach(maxInFlight int) *subTokens {
-	st := &subTokens{id: newSubID(), m: map[uint64]*entry{}, sweepAt: 2*maxInFlight + 64}
+func (t *tokens) attach(maxInFlight int, owner string) *subTokens {
+	st := &subTokens{id: newSubID(), owner: owner, m: map[uint64]*entry{}, sweepAt: 2*maxInFlight + 64}
 	t.mu.Lock()
 	t.subs[st.id] = st
 	t.mu.Unlock()
@@ -123,33 +125,42 @@ func (st *subTokens) sweepLocked(now time.Time) {
 }
 
 // lookup finds the delivery of tok. With remove, the token is forgotten
-// (a final settlement).
-func (t *tokens) lookup(tok string, remove bool) (*broker.Delivery, *subTokens, bool) {
+// (a final settlement). owner is the name of the caller's bearer token: only
+// the token that subscribed may settle (errForeign otherwise).
+func (t *tokens) lookup(tok string, remove bool, owner string) (*broker.Delivery, *subTokens, error) {
 	id, num, ok := strings.Cut(tok, ".")
 	if !ok {
-		return nil, nil, false
+		return nil, nil, errUnknownToken
 	}
 	n, err := strconv.ParseUint(num, 36, 64)
 	if err != nil {
-		return nil, nil, false
+		return nil, nil, errUnknownToken
 	}
 	t.mu.RLock()
 	st := t.subs[id]
 	t.mu.RUnlock()
 	if st == nil {
-		return nil, nil, false
+		return nil, nil, errUnknownToken
+	}
+	if st.owner != owner {
+		return nil, st, errForeign
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	e := st.m[n]
 	if e == nil {
-		return nil, nil, false
+		return nil, nil, errUnknownToken
 	}
 	if remove {
 		delete(st.m, n)
 	}
-	return e.d, st, true
+	return e.d, st, nil
 }
+
+var (
+	errUnknownToken = errors.New("unknown delivery token")
+	errForeign      = errors.New("delivery of another bearer token")
+)
 
 // extended records a new deadline for tok.
 func (t *tokens) extended(tok string, deadline time.Time) {

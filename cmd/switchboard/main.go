@@ -1,10 +1,15 @@
 // Command switchboard is the Switchboard CLI and hub; see package cli.
+//
+// The binary links every backend that exists, so that `serve --backend URL`
+// can front any of them. Adding a backend = one blank import here.
 package main
 
 import (
 	"os"
 
+	_ "github.com/switchboard-dev/switchboard/broker/embedded" // embedded://
 	"github.com/switchboard-dev/switchboard/cli"
+	_ "github.com/switchboard-dev/switchboard/client" // switchboard:// (a hub in front of a hub)
 )
 
 func main() { os.Exit(cli.Main()) }

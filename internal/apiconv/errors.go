@@ -40,6 +40,9 @@ const (
 	ReasonInternal         = "INTERNAL"
 	ReasonRequestTooLarge  = "REQUEST_TOO_LARGE"
 	ReasonMalformedRequest = "MALFORMED_REQUEST"
+	ReasonUnauthenticated  = "UNAUTHENTICATED"   // no bearer token, or an unknown one
+	ReasonPermissionDenied = "PERMISSION_DENIED" // the token may not touch the topic
+	ReasonRateLimited      = "RATE_LIMITED"      // the token's rate limit; retry after Retry-After
 )
 
 // classify finds the code and reason of a broker error.
@@ -173,6 +176,12 @@ var reasonSentinels = map[string][]error{
 	ReasonLocked:          {broker.ErrLocked},
 	ReasonUnavailable:     {broker.ErrUnavailable},
 	ReasonCanceled:        {context.Canceled},
+	// No broker sentinel (yet) for these: the RemoteError's Code and Reason
+	// say what happened; listed so the code fallback below does not map
+	// ResourceExhausted (429) to ErrTooLarge.
+	ReasonUnauthenticated:  nil,
+	ReasonPermissionDenied: nil,
+	ReasonRateLimited:      nil,
 }
 
 // FromConnect turns an error of a hub call back into one that matches the
