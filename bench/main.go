@@ -26,6 +26,7 @@ type suite struct {
 // sqs) are added here, one file each.
 var suites = map[string]suite{
 	"broker": {"embedded broker vs NATS JetStream vs Redis Streams: publish, group commit, end to end", runBroker},
+	"calls":  {"one handler as gRPC, Connect, REST, GraphQL, SOAP vs a bare connect-go handler: p50/p99, calls/s", runCalls},
 	"hub":    {"the hub over loopback vs NATS: batched publish, end to end, request/reply, REST load", runHub},
 }
 

@@ -1,0 +1,134 @@
+package call
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+)
+
+// invoker calls the methods of one mounted service in process, through its
+// connect handler (Connect protocol, binary protobuf), with dynamic
+// messages. GraphQL and SOAP use it, so they reach the handler exactly as a
+// Connect client would: the handler's interceptors, deadlines and error
+// codes apply unchanged.
+type invoker struct {
+	clients map[protoreflect.Name]*connect.Client[dynamicpb.Message, dynamicpb.Message]
+}
+
+// inprocBase is the base URL of in-process calls; no socket is opened.
+const inprocBase = "http://call.inprocess"
+
+func newInvoker(svc *service) *invoker {
+	hc := &http.Client{Transport: inprocTransport{h: svc.handler}}
+	inv := &invoker{clients: map[protoreflect.Name]*connect.Client[dynamicpb.Message, dynamicpb.Message]{}}
+	for _, m := range svc.methods {
+		md := m.desc
+		inv.clients[md.Name()] = connect.NewClient[dynamicpb.Message, dynamicpb.Message](hc, inprocBase+m.procedure,
+			connect.WithSchema(md),
+			connect.WithResponseInitializer(func(_ connect.Spec, msg any) error {
+				dm, ok := msg.(*dynamicpb.Message)
+				if !ok {
+					return errors.New("call: response is not a dynamic message")
+				}
+				*dm = *dynamicpb.NewMessage(md.Output())
+				return nil
+			}),
+		)
+	}
+	return inv
+}
+
+// unary calls a unary method.
+func (inv *invoker) unary(ctx context.Context, md protoreflect.MethodDescriptor, req *dynamicpb.Message, hdr http.Header) (*dynamicpb.Message, error) {
+	r := connect.NewRequest(req)
+	for k, v := range hdr {
+		r.Header()[k] = v
+	}
+	res, err := inv.clients[md.Name()].CallUnary(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	return res.Msg, nil
+}
+
+// serverStream opens a server-streaming call.
+func (inv *invoker) serverStream(ctx context.Context, md protoreflect.MethodDescriptor, req *dynamicpb.Message, hdr http.Header) (*connect.ServerStreamForClient[dynamicpb.Message], error) {
+	r := connect.NewRequest(req)
+	for k, v := range hdr {
+		r.Header()[k] = v
+	}
+	return inv.clients[md.Name()].CallServerStream(ctx, r)
+}
+
+// inprocTransport runs an http.Handler for each request, streaming its
+// response through a pipe.
+type inprocTransport struct{ h http.Handler }
+
+func (t inprocTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	pr, pw := io.Pipe()
+	w := &pipeWriter{header: http.Header{}, pw: pw, ready: make(chan struct{})}
+	sreq := req.Clone(req.Context())
+	sreq.RequestURI = req.URL.RequestURI()
+	sreq.RemoteAddr = "in-process"
+	sreq.Host = req.URL.Host
+	if sreq.Body == nil {
+		sreq.Body = http.NoBody
+	}
+	go func() {
+		defer w.finish()
+		t.h.ServeHTTP(w, sreq)
+	}()
+	select {
+	case <-w.ready:
+	case <-req.Context().Done():
+		_ = pr.CloseWithError(req.Context().Err())
+		return nil, req.Context().Err()
+	}
+	return &http.Response{
+		Status:     http.StatusText(w.status),
+		StatusCode: w.status,
+		Proto:      "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header:        w.sent,
+		Body:          pr,
+		ContentLength: -1,
+		Request:       req,
+	}, nil
+}
+
+// pipeWriter is the ResponseWriter of an in-process call.
+type pipeWriter struct {
+	header http.Header
+	sent   http.Header
+	status int
+	pw     *io.PipeWriter
+	once   sync.Once
+	ready  chan struct{}
+}
+
+func (w *pipeWriter) Header() http.Header { return w.header }
+
+func (w *pipeWriter) WriteHeader(code int) {
+	w.once.Do(func() {
+		w.status = code
+		w.sent = w.header.Clone()
+		close(w.ready)
+	})
+}
+
+func (w *pipeWriter) Write(p []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return w.pw.Write(p)
+}
+
+func (w *pipeWriter) Flush() { w.WriteHeader(http.StatusOK) }
+
+func (w *pipeWriter) finish() {
+	w.WriteHeader(http.StatusOK)
+	_ = w.pw.Close()
+}

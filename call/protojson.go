@@ -1,0 +1,161 @@
+package call
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+)
+
+// GraphQL and SOAP values travel through the protobuf JSON mapping: a
+// request is built as a JSON-shaped Go value, checked and parsed by
+// protojson (strictly: unknown fields and bad values are InvalidArgument),
+// and a response is printed by protojson and read back as plain Go values.
+// The one difference from protojson's shape is a map, which GraphQL and
+// SOAP see as a list of {key, value} entries.
+
+var (
+	unmarshalStrict = protojson.UnmarshalOptions{DiscardUnknown: false}
+	marshalAll      = protojson.MarshalOptions{EmitUnpopulated: true}
+)
+
+func jsonNumber(s string) any { return json.Number(s) }
+
+// isWKT reports a well-known type that protojson prints as a JSON scalar or
+// free-form value (not an object of its fields).
+func isWKT(md protoreflect.MessageDescriptor) bool {
+	return md.ParentFile() != nil && md.ParentFile().Package() == "google.protobuf" && md.FullName() != "google.protobuf.Empty"
+}
+
+// newMessage builds a request from a JSON-shaped value (maps as entry
+// lists).
+func newMessage(md protoreflect.MessageDescriptor, v map[string]any) (*dynamicpb.Message, error) {
+	msg := dynamicpb.NewMessage(md)
+	if len(v) == 0 {
+		return msg, nil
+	}
+	data, err := json.Marshal(entriesToObjects(md, v))
+	if err != nil {
+		return nil, invalid("request: %v", err)
+	}
+	if err := unmarshalStrict.Unmarshal(data, msg); err != nil {
+		return nil, invalid("request for %s: %v", md.FullName(), trimProto(err))
+	}
+	return msg, nil
+}
+
+// messageValue prints a message as a JSON-shaped value (maps as entry lists).
+func messageValue(msg *dynamicpb.Message) (map[string]any, error) {
+	data, err := marshalAll.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("call: print %s: %w", msg.Descriptor().FullName(), err)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, err
+	}
+	return objectsToEntries(msg.Descriptor(), v), nil
+}
+
+func trimProto(err error) string {
+	s := err.Error()
+	if len(s) > 7 && s[:7] == "proto: " {
+		return s[7:]
+	}
+	return s
+}
+
+// entriesToObjects rewrites map fields from [{key, value}] to {key: value}.
+func entriesToObjects(md protoreflect.MessageDescriptor, v map[string]any) map[string]any {
+	out := make(map[string]any, len(v))
+	for k, val := range v {
+		fd := md.Fields().ByJSONName(k)
+		if fd == nil || val == nil {
+			out[k] = val
+			continue
+		}
+		switch {
+		case fd.IsMap():
+			list, _ := val.([]any)
+			obj := make(map[string]any, len(list))
+			vd := fd.MapValue()
+			for _, e := range list {
+				em, _ := e.(map[string]any)
+				key := fmt.Sprint(em["key"])
+				ev := em["value"]
+				if vd.Message() != nil && !isWKT(vd.Message()) {
+					if m, ok := ev.(map[string]any); ok {
+						ev = entriesToObjects(vd.Message(), m)
+					}
+				}
+				obj[key] = ev
+			}
+			out[k] = obj
+		case fd.Message() != nil && !isWKT(fd.Message()):
+			out[k] = mapMessages(val, fd.IsList(), func(m map[string]any) map[string]any { return entriesToObjects(fd.Message(), m) })
+		default:
+			out[k] = val
+		}
+	}
+	return out
+}
+
+// objectsToEntries rewrites map fields from {key: value} to [{key, value}],
+// sorted by key.
+func objectsToEntries(md protoreflect.MessageDescriptor, v map[string]any) map[string]any {
+	for k, val := range v {
+		fd := md.Fields().ByJSONName(k)
+		if fd == nil || val == nil {
+			continue
+		}
+		switch {
+		case fd.IsMap():
+			obj, _ := val.(map[string]any)
+			keys := make([]string, 0, len(obj))
+			for key := range obj {
+				keys = append(keys, key)
+			}
+			sort.Strings(keys)
+			list := make([]any, 0, len(obj))
+			vd := fd.MapValue()
+			for _, key := range keys {
+				ev := obj[key]
+				if vd.Message() != nil && !isWKT(vd.Message()) {
+					if m, ok := ev.(map[string]any); ok {
+						ev = objectsToEntries(vd.Message(), m)
+					}
+				}
+				list = append(list, map[string]any{"key": key, "value": ev})
+			}
+			v[k] = list
+		case fd.Message() != nil && !isWKT(fd.Message()):
+			v[k] = mapMessages(val, fd.IsList(), func(m map[string]any) map[string]any { return objectsToEntries(fd.Message(), m) })
+		}
+	}
+	return v
+}
+
+func mapMessages(val any, list bool, f func(map[string]any) map[string]any) any {
+	if !list {
+		if m, ok := val.(map[string]any); ok {
+			return f(m)
+		}
+		return val
+	}
+	l, ok := val.([]any)
+	if !ok {
+		return val
+	}
+	out := make([]any, len(l))
+	for i, e := range l {
+		if m, ok := e.(map[string]any); ok {
+			out[i] = f(m)
+		} else {
+			out[i] = e
+		}
+	}
+	return out
+}
