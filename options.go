@@ -6,9 +6,11 @@ import (
 	"github.com/switchboard-dev/switchboard/broker"
 )
 
-// SubscribeOption configures Subscribe.
+// SubscribeOption configures Subscribe. Every SubscribeOption is also a
+// HandlerOption: it configures a handler's subscription.
 type SubscribeOption interface {
 	applyToSubscribe(*broker.SubscribeParams)
+	HandlerOption
 }
 
 type subscribeOptionFunc func(*broker.SubscribeParams)

@@ -3,10 +3,12 @@ package switchboard
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/switchboard-dev/switchboard/broker"
 	_ "github.com/switchboard-dev/switchboard/broker/embedded" // the default backend
+	"github.com/switchboard-dev/switchboard/consume"
 	"github.com/switchboard-dev/switchboard/message"
 )
 
@@ -37,6 +39,9 @@ var (
 // use.
 type Client struct {
 	b broker.Broker
+
+	rtMu sync.Mutex
+	rt   *consume.Runtime // created by the first Handle (handle.go)
 }
 
 // Open opens the backend named by url (see the package doc for schemes). ctx
@@ -67,8 +72,11 @@ type PublishResult = broker.MessageResult
 
 // Publish stores m on topic and returns once it is durable. m.ID may be empty
 // (a UUIDv7 is generated). With an ID already seen on this topic inside the
-// dedup window, nothing is stored and the result has Duplicate set.
+// dedup window, nothing is stored and the result has Duplicate set. Inside
+// a handler (or with consume.WithTraceParent) the W3C traceparent of ctx is
+// added to m's headers unless m has one.
 func (c *Client) Publish(ctx context.Context, topic string, m Msg) (PublishResult, error) {
+	consume.InjectTrace(ctx, &m)
 	res, err := c.b.Publish(ctx, &broker.PublishParams{Topic: topic, Messages: []*message.Message{&m}})
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("publish to %q: %w", topic, err)
@@ -108,6 +116,7 @@ func (c *Client) PublishBatch(ctx context.Context, topic string, msgs []Msg) ([]
 	ptrs := make([]*message.Message, len(msgs))
 	for i := range msgs {
 		ptrs[i] = &msgs[i]
+		consume.InjectTrace(ctx, ptrs[i])
 	}
 	res, err := c.b.Publish(ctx, &broker.PublishParams{Topic: topic, Messages: ptrs})
 	if err != nil {

@@ -25,9 +25,10 @@ type suite struct {
 // suites lists the subcommands. Later suites (runtime, calls, adapters, hub,
 // sqs) are added here, one file each.
 var suites = map[string]suite{
-	"broker": {"embedded broker vs NATS JetStream vs Redis Streams: publish, group commit, end to end", runBroker},
-	"calls":  {"one handler as gRPC, Connect, REST, GraphQL, SOAP vs a bare connect-go handler: p50/p99, calls/s", runCalls},
-	"hub":    {"the hub over loopback vs NATS: batched publish, end to end, request/reply, REST load", runHub},
+	"broker":  {"embedded broker vs NATS JetStream vs Redis Streams: publish, group commit, end to end", runBroker},
+	"runtime": {"consumer runtime vs the embedded backend used directly; inbox overhead per store", runRuntime},
+	"calls":   {"one handler as gRPC, Connect, REST, GraphQL, SOAP vs a bare connect-go handler: p50/p99, calls/s", runCalls},
+	"hub":     {"the hub over loopback vs NATS: batched publish, end to end, request/reply, REST load", runHub},
 }
 
 func usage() {

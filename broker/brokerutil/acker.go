@@ -1,0 +1,30 @@
+package brokerutil
+
+import (
+	"context"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/broker"
+)
+
+// NoopAcker settles ephemeral deliveries: they need no settlement, so every
+// method succeeds and does nothing. Adapters embed it in an acker that adds
+// Reply for request deliveries.
+type NoopAcker struct{}
+
+// Ack does nothing.
+func (NoopAcker) Ack(context.Context, *broker.Delivery) error { return nil }
+
+// Nack does nothing: an ephemeral delivery is never redelivered.
+func (NoopAcker) Nack(context.Context, *broker.Delivery, time.Duration) error { return nil }
+
+// Term does nothing: ephemeral subscriptions have no dead-letter topic.
+func (NoopAcker) Term(context.Context, *broker.Delivery, string) error { return nil }
+
+// Extend does nothing: ephemeral deliveries have no deadline.
+func (NoopAcker) Extend(context.Context, *broker.Delivery, time.Duration) error { return nil }
+
+// Request topics. A request travels on ReqPrefix+topic so that it reaches
+// the topic's ephemeral subscribers (the responders) and is never stored in
+// the topic's durable stream, queue or group.
+const ReqPrefix = "_sbreq."

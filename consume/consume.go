@@ -1,0 +1,563 @@
+package consume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/broker"
+	"github.com/switchboard-dev/switchboard/message"
+)
+
+// Config configures a Runtime. Every field has a default.
+type Config struct {
+	// Logger receives the runtime's logs: retries (Warn), dead letters,
+	// panics with their stack, inbox failures (Error). Defaults to
+	// slog.Default().
+	Logger *slog.Logger
+	// SettleTimeout bounds one Ack, Nack, Term or Extend call. Defaults to
+	// 10 seconds.
+	SettleTimeout time.Duration
+	// SubscribeTimeout bounds subscribing when Run starts. Defaults to 30
+	// seconds.
+	SubscribeTimeout time.Duration
+	// SweepInterval is how often inboxes that implement Sweeper delete
+	// expired entries while Run runs. Defaults to 1 minute.
+	SweepInterval time.Duration
+}
+
+// WithDefaults returns a copy of c (nil allowed) with every unset field set
+// to its default.
+func (c *Config) WithDefaults() *Config {
+	out := &Config{}
+	if c != nil {
+		*out = *c
+	}
+	if out.Logger == nil {
+		out.Logger = slog.Default()
+	}
+	if out.SettleTimeout <= 0 {
+		out.SettleTimeout = 10 * time.Second
+	}
+	if out.SubscribeTimeout <= 0 {
+		out.SubscribeTimeout = 30 * time.Second
+	}
+	if out.SweepInterval <= 0 {
+		out.SweepInterval = time.Minute
+	}
+	return out
+}
+
+// Runtime runs handlers on a backend. Register handlers with Handle, then
+// call Run once. It is safe for concurrent use.
+type Runtime struct {
+	b    broker.Broker
+	caps broker.Capabilities
+	cfg  *Config
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	regs    []*registration
+	running bool
+}
+
+// New returns a Runtime for b. cfg may be nil (all defaults).
+func New(b broker.Broker, cfg *Config) *Runtime {
+	cfg = cfg.WithDefaults()
+	return &Runtime{b: b, caps: b.Capabilities(), cfg: cfg, log: cfg.Logger.With("component", "switchboard-consume")}
+}
+
+// Handle registers h for the messages of topic (a name or a pattern) in
+// consumer group group. It only records the registration and checks it:
+// an option the backend cannot honour fails here with an error wrapping
+// broker.ErrNotSupported. Handlers start with Run.
+func (r *Runtime) Handle(topic, group string, h Handler, opts ...Option) error {
+	if !h.valid() {
+		return errors.New("consume: zero Handler; build it with Func, TxFunc, Raw or HandlerOf")
+	}
+	c := handlerConfig{sub: broker.SubscribeParams{Topic: topic, Group: group}}
+	for _, o := range opts {
+		o.apply(&c)
+	}
+	if group == "" {
+		return fmt.Errorf("consume: handler for %q: %w: a handler needs a consumer group (retries, dead letters and idempotency are per group)", topic, message.ErrInvalid)
+	}
+	if !r.caps.Groups || !r.caps.Ack {
+		return fmt.Errorf("consume: handler for %q: %w", topic, broker.NotSupported(r.caps.Name, "handlers with retries (durable groups with per-message ack)", "use a durable backend"))
+	}
+	if c.concurrency == 0 {
+		c.concurrency = DefaultConcurrency
+	}
+	if c.maxAttempts == 0 {
+		c.maxAttempts = c.sub.MaxAttempts
+	}
+	if c.maxAttempts == 0 {
+		c.maxAttempts = DefaultMaxAttempts
+	}
+	if c.backoff == nil && c.sub.Backoff != nil {
+		c.backoff = BackoffPolicy(c.sub.Backoff)
+	}
+	if c.backoff == nil {
+		c.backoff = DefaultBackoff
+	}
+	if c.timeout == 0 {
+		c.timeout = DefaultTimeout
+	}
+	if c.inboxTTL == 0 {
+		c.inboxTTL = DefaultInboxTTL
+	}
+	if c.staleKeys == 0 {
+		c.staleKeys = DefaultStaleKeys
+	}
+	if c.name == "" {
+		c.name = topic + "/" + group
+	}
+	switch {
+	case c.concurrency < 0, c.timeout < 0, c.inboxTTL < 0, c.staleKeys < 0:
+		return fmt.Errorf("consume: handler %s: %w: concurrency, timeout, inbox TTL and stale keys must not be negative", c.name, message.ErrInvalid)
+	case c.sub.OrderedByKey && !r.caps.OrderedByKey:
+		return fmt.Errorf("consume: handler %s: %w", c.name, broker.NotSupported(r.caps.Name, "per-key ordering", "use a backend with ordering (embedded, Kafka by key, SQS FIFO)"))
+	case h.IsTx() && c.inbox == nil:
+		return fmt.Errorf("consume: handler %s: %w: a transactional handler needs Idempotent(inbox) with an SQL inbox (consume/inbox/sqlinbox)", c.name, message.ErrInvalid)
+	}
+	var txi TxInbox
+	if h.IsTx() {
+		var ok bool
+		if txi, ok = c.inbox.(TxInbox); !ok {
+			return fmt.Errorf("consume: handler %s: %w: inbox %T cannot write inside a transaction; use consume/inbox/sqlinbox", c.name, message.ErrInvalid, c.inbox)
+		}
+	}
+	// The runtime decides retries and dead letters itself. The backend's own
+	// limit is kept above it as a safety net for redeliveries the runtime
+	// never sees (a crash while handling, an inbox outage), so that a
+	// message that kills the process still ends up dead-lettered.
+	if c.maxAttempts < 0 {
+		c.sub.MaxAttempts = -1
+	} else {
+		c.sub.MaxAttempts = c.maxAttempts + 20
+	}
+	emulate := !r.caps.NackDelay
+	if emulate {
+		// Retries wait in the runtime's timer; the backend redelivers at once.
+		c.sub.Backoff = func(int) time.Duration { return 0 }
+	} else {
+		c.sub.Backoff = c.backoff
+	}
+	if c.sub.AckDeadline == 0 {
+		c.sub.AckDeadline = c.timeout + 5*time.Second
+		if emulate && !r.caps.Extend {
+			c.sub.AckDeadline += c.backoff(1 << 20)
+		}
+	}
+	if c.sub.MaxInFlight == 0 && !emulate {
+		c.sub.MaxInFlight = 2 * c.concurrency
+	}
+	if err := broker.CheckSubscribe(r.caps, &c.sub); err != nil {
+		return fmt.Errorf("consume: handler %s: %w", c.name, err)
+	}
+	reg := &registration{
+		rt: r, cfg: c, h: h, txInbox: txi, emulate: emulate,
+		log: r.log.With("handler", c.name, "topic", topic, "group", group),
+	}
+	if c.dropStale {
+		reg.vers = newVersions(c.staleKeys)
+	}
+	if emulate {
+		reg.holds = newHoldQueue(reg)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running {
+		return fmt.Errorf("consume: handler %s: Handle after Run; register every handler before calling Run", c.name)
+	}
+	r.regs = append(r.regs, reg)
+	return nil
+}
+
+// Run subscribes every registered handler and handles messages until ctx is
+// cancelled, then stops gracefully: it stops taking new messages, lets the
+// handlers in flight finish (each bounded by its Timeout), settles them,
+// releases messages waiting for a retry back to the backend, closes the
+// subscriptions and returns nil. Messages received but not started are
+// released for redelivery; nothing in flight is lost.
+//
+// Handlers run with a context that is not cancelled by ctx (only by their
+// Timeout), so that in-flight work can finish. Run returns an error when a
+// subscription fails or ends on its own; the other handlers are stopped
+// gracefully first. Run may be called once.
+func (r *Runtime) Run(ctx context.Context) error {
+	r.mu.Lock()
+	if r.running {
+		r.mu.Unlock()
+		return errors.New("consume: Run called twice")
+	}
+	r.running = true
+	regs := append([]*registration(nil), r.regs...)
+	r.mu.Unlock()
+	if len(regs) == 0 {
+		return errors.New("consume: Run with no handlers; register them with Handle first")
+	}
+	subCtx, cancel := context.WithTimeout(ctx, r.cfg.SubscribeTimeout)
+	for i, reg := range regs {
+		sub, err := r.b.Subscribe(subCtx, &reg.cfg.sub)
+		if err != nil {
+			cancel()
+			for _, prev := range regs[:i] {
+				prev.sub.Close()
+			}
+			return fmt.Errorf("consume: subscribe handler %s: %w", reg.cfg.name, err)
+		}
+		reg.sub = sub
+	}
+	cancel()
+
+	stop := make(chan struct{})
+	failed := make(chan error, len(regs))
+	var wg sync.WaitGroup
+	for _, reg := range regs {
+		reg.start(&wg, stop, failed)
+	}
+	var sweepWG sync.WaitGroup
+	sweepWG.Go(func() { r.sweep(stop, regs) })
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-failed:
+	}
+	close(stop)
+	wg.Wait()
+	sweepWG.Wait()
+	var errs []error
+	for _, reg := range regs {
+		if reg.holds != nil {
+			reg.holds.flush()
+		}
+		if err := reg.sub.Close(); err != nil && !errors.Is(err, broker.ErrClosed) {
+			errs = append(errs, fmt.Errorf("consume: close subscription of handler %s: %w", reg.cfg.name, err))
+		}
+	}
+	r.log.Debug("runtime stopped", "handlers", len(regs))
+	return errors.Join(append([]error{runErr}, errs...)...)
+}
+
+// sweep deletes expired inbox entries periodically.
+func (r *Runtime) sweep(stop <-chan struct{}, regs []*registration) {
+	seen := map[Sweeper]bool{}
+	var sweepers []Sweeper
+	for _, reg := range regs {
+		if s, ok := reg.cfg.inbox.(Sweeper); ok && !seen[s] {
+			seen[s] = true
+			sweepers = append(sweepers, s)
+		}
+	}
+	if len(sweepers) == 0 {
+		return
+	}
+	t := time.NewTicker(r.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			for _, s := range sweepers {
+				ctx, cancel := context.WithTimeout(context.Background(), r.cfg.SweepInterval)
+				if n, err := s.Sweep(ctx); err != nil {
+					r.log.Warn("inbox sweep failed", "inbox", fmt.Sprintf("%T", s), "err", err)
+				} else if n > 0 {
+					r.log.Debug("inbox sweep", "inbox", fmt.Sprintf("%T", s), "deleted", n)
+				}
+				cancel()
+			}
+		}
+	}
+}
+
+// registration is one Handle call at run time.
+type registration struct {
+	rt      *Runtime
+	cfg     handlerConfig
+	h       Handler
+	txInbox TxInbox
+	emulate bool // retries wait in holds instead of a delayed nack
+	log     *slog.Logger
+	sub     broker.Subscription
+	holds   *holdQueue
+	vers    *versions
+	stats   counters
+}
+
+func (g *registration) start(wg *sync.WaitGroup, stop <-chan struct{}, failed chan<- error) {
+	if g.holds != nil {
+		wg.Go(func() { g.holds.run(stop) })
+	}
+	for range g.cfg.concurrency {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				select {
+				case <-stop:
+					return
+				case d, ok := <-g.sub.Deliveries():
+					if !ok {
+						select {
+						case <-stop:
+						default:
+							failed <- fmt.Errorf("consume: subscription of handler %s ended: %v", g.cfg.name, g.sub.Err())
+						}
+						return
+					}
+					g.process(d)
+				}
+			}
+		})
+	}
+}
+
+// process runs one delivery through the pipeline: expiry, staleness,
+// inbox, handler, then settlement.
+func (g *registration) process(d *broker.Delivery) {
+	m := d.Message
+	g.stats.received.Add(1)
+	if m.Expired(time.Now()) {
+		g.stats.expired.Add(1)
+		g.deadLetter(d, "expired", nil)
+		return
+	}
+	ver, hasVer := uint64(0), false
+	if g.vers != nil {
+		ver, hasVer = versionOf(m)
+		if hasVer && g.vers.stale(m.Key, ver) {
+			g.stats.stale.Add(1)
+			g.log.Debug("stale message dropped", "id", m.ID, "key", m.Key, "version", ver)
+			g.ack(d)
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.timeout)
+	defer cancel()
+	ctx = context.WithValue(ctx, deliveryKey{}, d)
+	ctx = context.WithValue(ctx, traceKey{}, childTraceParent(m.Header(HeaderTraceParent)))
+
+	start := time.Now()
+	var err error
+	switch {
+	case g.txInbox != nil:
+		var dup bool
+		dup, err = g.runTx(ctx, d)
+		if dup {
+			g.stats.duplicates.Add(1)
+			g.ack(d)
+			return
+		}
+	case g.cfg.inbox != nil:
+		st, cerr := g.cfg.inbox.Claim(ctx, g.cfg.sub.Group, m.ID, g.cfg.timeout+5*time.Second)
+		if cerr != nil {
+			g.inboxFailed(d, "claim", cerr)
+			return
+		}
+		switch st {
+		case Handled:
+			g.stats.duplicates.Add(1)
+			g.ack(d)
+			return
+		case Busy:
+			// A concurrent delivery of the same ID is being handled; look
+			// again once it should be done.
+			g.stats.busy.Add(1)
+			g.retry(d, g.cfg.backoff(1))
+			return
+		}
+		err = g.call(ctx, func(ctx context.Context) error { return g.h.plain(ctx, m) })
+		if err == nil {
+			if merr := g.cfg.inbox.Mark(context.WithoutCancel(ctx), g.cfg.sub.Group, m.ID, g.cfg.inboxTTL); merr != nil {
+				// The handler's effect happened: acking is right. Without the
+				// mark a later copy of this ID would run again.
+				g.stats.inboxErrors.Add(1)
+				g.log.Error("inbox mark failed after the handler succeeded; a later copy of this message may be handled again", "id", m.ID, "err", merr)
+			}
+		} else if rerr := g.cfg.inbox.Release(context.WithoutCancel(ctx), g.cfg.sub.Group, m.ID); rerr != nil {
+			g.log.Warn("inbox release failed; the retry waits for the claim to expire", "id", m.ID, "err", rerr)
+		}
+	default:
+		err = g.call(ctx, func(ctx context.Context) error { return g.h.plain(ctx, m) })
+	}
+	g.stats.observe(time.Since(start))
+	if err != nil {
+		g.failed(d, err)
+		return
+	}
+	if hasVer {
+		g.vers.applied(m.Key, ver)
+	}
+	g.ack(d)
+}
+
+// runTx runs a transactional handler: the inbox mark and the handler's writes
+// commit together.
+func (g *registration) runTx(ctx context.Context, d *broker.Delivery) (dup bool, err error) {
+	m := d.Message
+	tx, handled, err := g.txInbox.BeginMark(ctx, g.cfg.sub.Group, m.ID, g.cfg.inboxTTL)
+	if err != nil {
+		g.inboxFailed(d, "begin", err)
+		return false, errHandled
+	}
+	if handled {
+		return true, nil
+	}
+	err = g.call(ctx, func(ctx context.Context) error { return g.h.tx(ctx, tx, m) })
+	if err != nil {
+		_ = tx.Rollback()
+		return false, err
+	}
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("commit of the handler's transaction: %w", err)
+	}
+	return false, nil
+}
+
+// errHandled means "already settled, nothing more to do".
+var errHandled = errors.New("settled")
+
+// inboxFailed leaves the message for a retry: the store could not tell
+// whether it was handled, so it must not be acked.
+func (g *registration) inboxFailed(d *broker.Delivery, op string, err error) {
+	g.stats.inboxErrors.Add(1)
+	g.log.Error("inbox unavailable; message not handled and left for retry (no loss)", "op", op, "id", d.Message.ID, "attempt", d.Info.Attempt, "err", err)
+	g.retry(d, min(g.cfg.backoff(d.Info.Attempt), 5*time.Second))
+}
+
+// TimeoutError is the error of a handler that did not return within its
+// Timeout.
+type TimeoutError struct {
+	Timeout   time.Duration
+	Abandoned bool // the handler still had not returned and was left running
+}
+
+func (e *TimeoutError) Error() string {
+	if e.Abandoned {
+		return fmt.Sprintf("handler did not return within its timeout of %s and ignored cancellation; abandoned", e.Timeout)
+	}
+	return fmt.Sprintf("handler did not finish within its timeout of %s", e.Timeout)
+}
+
+// call runs fn in its own goroutine with panic recovery. When ctx expires
+// and fn ignores the cancellation, the worker stops waiting after a grace
+// period and the call is abandoned: the worker is free again.
+func (g *registration) call(ctx context.Context, fn func(context.Context) error) error {
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				done <- &PanicError{Value: p, Stack: debug.Stack()}
+			}
+		}()
+		done <- fn(ctx)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	grace := min(time.Second, g.cfg.timeout/10+10*time.Millisecond)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			return &TimeoutError{Timeout: g.cfg.timeout}
+		}
+		return err
+	case <-t.C:
+		g.stats.abandoned.Add(1)
+		return &TimeoutError{Timeout: g.cfg.timeout, Abandoned: true}
+	}
+}
+
+// failed decides what a handler error means: dead letter or retry.
+func (g *registration) failed(d *broker.Delivery, err error) {
+	if errors.Is(err, errHandled) {
+		return
+	}
+	var de *DecodeError
+	var pe *PanicError
+	if errors.As(err, &pe) {
+		g.stats.panics.Add(1)
+		g.log.Error("handler panicked; the message will be retried", "id", d.Message.ID, "attempt", d.Info.Attempt, "panic", fmtAny(pe.Value), "stack", string(pe.Stack))
+	}
+	switch {
+	case errors.As(err, &de):
+		g.deadLetter(d, "decode", err)
+	case IsPermanent(err):
+		g.deadLetter(d, "permanent", err)
+	case g.cfg.maxAttempts > 0 && d.Info.Attempt >= g.cfg.maxAttempts:
+		g.deadLetter(d, "max-attempts", err)
+	default:
+		delay := g.cfg.backoff(d.Info.Attempt)
+		g.stats.retried.Add(1)
+		if pe == nil {
+			g.log.Warn("handler failed; retrying", "id", d.Message.ID, "attempt", d.Info.Attempt, "max_attempts", g.cfg.maxAttempts, "delay", delay, "err", err)
+		}
+		g.retry(d, delay)
+	}
+}
+
+// retry hands d back for another attempt after delay: a delayed nack where
+// the backend has one, otherwise the runtime holds d in a timer (without a
+// worker) and nacks it when due.
+func (g *registration) retry(d *broker.Delivery, delay time.Duration) {
+	if g.emulate && delay > 0 {
+		g.holds.add(d, delay)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), g.rt.cfg.SettleTimeout)
+	defer cancel()
+	if err := d.Nack(ctx, delay); err != nil {
+		g.log.Warn("nack failed; the message comes back after its ack deadline", "id", d.Message.ID, "err", err)
+	}
+}
+
+// MaxErrorText bounds the error text kept on a dead letter.
+const MaxErrorText = 1024
+
+// deadLetter terms d with reason. The error text, when there is one, is
+// appended to the reason as "reason: text", which is where backends that
+// keep only a reason (the broker.Delivery.Term contract) store it;
+// DeadLetterInfo splits it again.
+func (g *registration) deadLetter(d *broker.Delivery, reason string, cause error) {
+	g.stats.deadLettered.Add(1)
+	full := reason
+	if cause != nil {
+		text := cause.Error()
+		if len(text) > MaxErrorText {
+			text = text[:MaxErrorText-3] + "..."
+		}
+		full = reason + ": " + text
+	}
+	g.log.Error("message dead-lettered", "id", d.Message.ID, "attempt", d.Info.Attempt, "reason", reason, "err", cause, "dlq", message.DLQTopic(g.cfg.sub.Group))
+	ctx, cancel := context.WithTimeout(context.Background(), g.rt.cfg.SettleTimeout)
+	defer cancel()
+	if err := d.Term(ctx, full); err != nil {
+		g.log.Warn("term failed; the message comes back after its ack deadline", "id", d.Message.ID, "err", err)
+	}
+}
+
+func (g *registration) ack(d *broker.Delivery) {
+	ctx, cancel := context.WithTimeout(context.Background(), g.rt.cfg.SettleTimeout)
+	defer cancel()
+	if err := d.Ack(ctx); err != nil {
+		g.stats.ackErrors.Add(1)
+		g.log.Warn("ack failed; the message may be delivered again", "id", d.Message.ID, "err", err)
+		return
+	}
+	g.stats.acked.Add(1)
+}

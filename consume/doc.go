@@ -1,0 +1,75 @@
+// Package consume is Switchboard's consumer runtime: the layer handlers run
+// in. It gives every backend the same delivery contract, using what the
+// backend does natively (broker.Capabilities) and emulating the rest.
+//
+// Most programs use it through the root package (switchboard.Client.Handle,
+// HandleTx and Run); New gives a Runtime on any broker.Broker.
+//
+// # Handlers
+//
+// A handler is a func(ctx, *T) error. Each payload is decoded into a new T by
+// its content type: JSON (application/json, */*+json, or none), protobuf
+// (application/protobuf when *T is a proto.Message; protojson for JSON). A
+// payload that does not decode is dead-lettered at once with reason
+// "decode": retrying cannot change its bytes. Concurrency(n) handlers of a
+// registration run at once. The handler's ctx carries the delivery
+// (DeliveryFrom) and a trace span (TraceParent); it is cancelled after the
+// registration's Timeout. A handler must not settle the delivery itself.
+//
+// # Retries and dead letters
+//
+// A handler error is a failed attempt: the message is retried after
+// Retry's backoff (Exponential: doubling with jitter, capped). A panic is a
+// failed attempt too, logged with its stack. After the last attempt the
+// message goes to the group's dead-letter topic ("$dlq.<group>") with reason
+// "max-attempts"; a Permanent error goes there at once with reason
+// "permanent". The dead letter keeps the payload, key and original headers
+// plus the reason, the error text and the attempts (DeadLetterInfo reads
+// them). On backends without delayed nacks (Capabilities.NackDelay false) a
+// failed message waits in the runtime's timer, unsettled but without a
+// worker, its deadline extended where the backend can, and is nacked when
+// due: other messages keep flowing.
+//
+// A handler that ignores its ctx is abandoned after Timeout (plus a short
+// grace): the worker moves on, the attempt counts as failed and is retried.
+//
+// # Idempotent consumers
+//
+// Idempotent(inbox, ttl) remembers the IDs a group handled and skips
+// copies: redeliveries after a lost ack, publishes retried by a producer.
+// A worker first claims the ID (a lease as long as the handler's timeout):
+// a concurrent copy finds it busy and is retried later, a later copy finds
+// it handled and is acked without running the handler. With a plain inbox
+// (boltinbox, redisinbox, sqlinbox) the effect is at most once while the
+// mark is kept, except when the process dies between the handler's effect
+// and the mark. With TxFunc and the SQL inbox the mark is written in the
+// handler's own transaction: both commit or neither, so the effect happens
+// exactly once. When the inbox store cannot be reached the message is not
+// handled and not acked: it is retried later (nothing lost), and the error
+// is logged and counted (Stats.InboxErrors). Inbox failures never
+// dead-letter a message by themselves.
+//
+// # Ordering and staleness
+//
+// OrderedByKey hands a registration at most one message per key at a time,
+// in publish order, retries included: a failing message holds back its own
+// key only. It needs Capabilities.OrderedByKey (refused elsewhere).
+// Expired messages (message.ExpiresAt) never reach a handler: they are
+// dead-lettered with reason "expired". DropStale skips a message whose
+// message.HeaderVersion is not above the last version handled for its key;
+// the last versions live in memory (bounded by StaleKeys, per
+// registration, lost on restart), so use it with OrderedByKey.
+//
+// # Shutdown
+//
+// Cancelling Run's ctx stops taking messages, lets in-flight handlers
+// finish, settles them, hands back messages waiting for a retry and closes
+// the subscriptions. Messages received but not started are redelivered.
+//
+// # Attempts
+//
+// Attempts are the backend's delivery count (message.Info.Attempt), so a
+// redelivery caused by an inbox outage or a crash counts too. The backend's
+// own limit is set 20 above the runtime's, so that a message that crashes
+// the process is dead-lettered eventually.
+package consume

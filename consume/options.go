@@ -1,0 +1,108 @@
+package consume
+
+import (
+	"time"
+
+	"github.com/switchboard-dev/switchboard/broker"
+)
+
+// Defaults of a registration.
+const (
+	DefaultConcurrency = 8
+	DefaultMaxAttempts = 5
+	DefaultTimeout     = 30 * time.Second
+	DefaultInboxTTL    = 24 * time.Hour
+	DefaultStaleKeys   = 100_000
+)
+
+// DefaultBackoff is the retry policy when none is given: exponential from
+// 1 s to 1 min with jitter.
+var DefaultBackoff = Exponential(time.Second, time.Minute)
+
+// handlerConfig is one registration's settings.
+type handlerConfig struct {
+	sub         broker.SubscribeParams
+	name        string
+	concurrency int
+	backoff     BackoffPolicy
+	maxAttempts int
+	timeout     time.Duration
+	inbox       Inbox
+	inboxTTL    time.Duration
+	dropStale   bool
+	staleKeys   int
+}
+
+// Option configures one registration (Runtime.Handle).
+type Option interface{ apply(*handlerConfig) }
+
+type optionFunc func(*handlerConfig)
+
+func (f optionFunc) apply(c *handlerConfig) { f(c) }
+
+// Concurrency sets how many messages of this registration are handled at
+// once (default 8). With OrderedByKey it is still at most one per key.
+func Concurrency(n int) Option {
+	return optionFunc(func(c *handlerConfig) { c.concurrency = n })
+}
+
+// Retry sets the retry policy: after a failed attempt the message is
+// retried after policy(attempt), and after maxAttempts attempts it is
+// dead-lettered with reason "max-attempts" and the last error (default:
+// DefaultBackoff, 5 attempts). maxAttempts < 0 retries forever.
+func Retry(policy BackoffPolicy, maxAttempts int) Option {
+	return optionFunc(func(c *handlerConfig) { c.backoff, c.maxAttempts = policy, maxAttempts })
+}
+
+// Timeout bounds one handler call (default 30 s). The handler's ctx is
+// cancelled then; a handler that ignores it is abandoned (logged, counted)
+// and its message retried, so a stuck handler never holds a worker. The
+// subscription's ack deadline is set a little above it unless AckDeadline is
+// given through SubscribeParams.
+func Timeout(d time.Duration) Option {
+	return optionFunc(func(c *handlerConfig) { c.timeout = d })
+}
+
+// Idempotent skips messages whose ID the group already handled, remembered
+// in inbox for ttl (0: 24 h). See Inbox for the guarantees; with TxFunc the
+// inbox must be a TxInbox and the mark commits with the handler's writes.
+func Idempotent(inbox Inbox, ttl time.Duration) Option {
+	return optionFunc(func(c *handlerConfig) { c.inbox, c.inboxTTL = inbox, ttl })
+}
+
+// OrderedByKey hands the handler at most one message per key at a time, in
+// publish order, retries included: a failing message holds back its own key
+// only. It needs a backend with Capabilities.OrderedByKey; elsewhere Handle
+// fails with broker.ErrNotSupported.
+func OrderedByKey() Option {
+	return optionFunc(func(c *handlerConfig) { c.sub.OrderedByKey = true })
+}
+
+// DropStale skips (acks without handling) a message whose version header
+// (message.HeaderVersion, an unsigned integer) is not above the last version
+// handled for its key by this registration. Versions are remembered in
+// memory for the most recent 100,000 keys per registration (see
+// StaleKeys); use it with OrderedByKey so that versions of a key are seen in
+// order.
+func DropStale() Option {
+	return optionFunc(func(c *handlerConfig) { c.dropStale = true })
+}
+
+// StaleKeys bounds the keys DropStale remembers (default 100,000); the least
+// recently seen key is forgotten first.
+func StaleKeys(n int) Option {
+	return optionFunc(func(c *handlerConfig) { c.staleKeys = n })
+}
+
+// Name names the registration in logs and metrics (default
+// "<topic>/<group>").
+func Name(name string) Option {
+	return optionFunc(func(c *handlerConfig) { c.name = name })
+}
+
+// Subscribe edits the subscription parameters directly (start position,
+// ack deadline, max in flight). The runtime sets MaxAttempts and Backoff
+// itself.
+func Subscribe(fn func(*broker.SubscribeParams)) Option {
+	return optionFunc(func(c *handlerConfig) { fn(&c.sub) })
+}
