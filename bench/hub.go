@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -36,9 +37,10 @@ import (
 //	publish        producers send batches (PublishBatch over gRPC, h2c) vs
 //	               JetStream async publish from the same number of producers
 //	e2e            the same publishing while a consumer group consumes with
-//	               explicit acks (hub: Go client stream, one Ack call per
-//	               delivery from --ackers goroutines; JetStream: pull consumer
-//	               with explicit acks); first publish to last ack
+//	               explicit acks (hub: Go client stream, Delivery.Ack from
+//	               --ackers goroutines, each returning once the hub confirmed
+//	               it; the client batches them into Settle calls; JetStream:
+//	               pull consumer with explicit acks); first publish to last ack
 //	request-reply  one requester, one responder, sequential round trips:
 //	               hub Request/Reply vs NATS core request/reply
 //	rest-publish   a Go load generator: --rest-conns HTTP/1.1 keep-alive
@@ -76,6 +78,8 @@ type hubConfig struct {
 	natsURL   string
 	dir       string
 	timeout   time.Duration
+	cpuprof   string
+	memprof   string
 }
 
 func runHub(args []string) error {
@@ -90,13 +94,15 @@ func runHub(args []string) error {
 	fs.StringVar(&c.systems, "systems", "hub,nats", "systems: hub, nats (comma separated)")
 	fs.IntVar(&c.producers, "producers", 16, "producers in the publish and e2e cases (hub and JetStream alike)")
 	fs.IntVar(&c.batch, "batch", 100, "messages per hub PublishBatch")
-	fs.IntVar(&c.ackers, "ackers", 256, "goroutines acking hub deliveries in the e2e case (one Ack call each at a time, multiplexed on one HTTP/2 connection)")
+	fs.IntVar(&c.ackers, "ackers", 256, "goroutines acking hub deliveries in the e2e case (Delivery.Ack, one at a time each; the client coalesces them into Settle calls on one HTTP/2 connection)")
 	fs.IntVar(&c.rrCount, "rr-count", 5000, "round trips per request-reply measurement")
 	fs.IntVar(&c.restConns, "rest-conns", 64, "concurrent connections of the REST load generator")
 	fs.IntVar(&c.restCount, "rest-count", 50_000, "requests per rest-publish measurement")
 	fs.StringVar(&c.natsURL, "nats-url", envOr("BENCH_NATS_URL", "nats://127.0.0.1:4222"), "NATS server (env BENCH_NATS_URL)")
 	fs.StringVar(&c.dir, "dir", os.TempDir(), "parent of the hub's temporary data dirs")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "limit for one measurement")
+	fs.StringVar(&c.cpuprof, "cpuprofile", "", "write a CPU profile of the whole run to this file (use with --systems hub)")
+	fs.StringVar(&c.memprof, "memprofile", "", "write an allocation profile of the whole run to this file (use with --systems hub)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -126,6 +132,30 @@ func runHub(args []string) error {
 		}
 	}
 	systems := splitList(c.systems)
+	if c.cpuprof != "" {
+		f, err := os.Create(c.cpuprof)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if c.memprof != "" {
+		defer func() {
+			f, err := os.Create(c.memprof)
+			if err != nil {
+				progress("hub: memprofile: %v", err)
+				return
+			}
+			defer f.Close()
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				progress("hub: memprofile: %v", err)
+			}
+		}()
+	}
 	ctx := context.Background()
 	progress("hub: count=%d runs=%d sizes=%v producers=%d batch=%d GOMAXPROCS=%d", c.count, c.runs, sizes, c.producers, c.batch, runtime.GOMAXPROCS(0))
 

@@ -37,7 +37,9 @@ func (a *app) publishCmd() *cobra.Command {
 		Long: `Publish PAYLOAD to TOPIC and print the result as JSON. Without PAYLOAD, every line of
 stdin (or --file) is one message, sent in batches of --batch; with --jsonl each line is a
 message as JSON ({"id", "key", "headers", "text" or base64 "payload", "contentType",
-"deliverAt", "expiresAt"}). Large inputs print their progress and rate on stderr.`,
+"deliverAt", "expiresAt"}). Large inputs show their progress and rate on stderr: a
+progress bar on a terminal (with percentage and ETA for a file), a line per second
+otherwise.`,
 		Example: `  switchboard publish orders.placed '{"order": 42}' --key customer-7 --header source=web
   seq 1 100000 | switchboard publish numbers
   switchboard publish orders.placed --jsonl --file orders.jsonl`,
@@ -129,6 +131,8 @@ func (a *app) publishLines(ctx context.Context, b *client.Broker, topic string, 
 	if err != nil {
 		return err
 	}
+	prog, in := newProgress(a.cfg.Stderr, in, a.cfg.Getenv)
+	defer prog.done() // clear the bar before an error line
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 64<<10), message.HardMaxPayload+1<<20)
 	var (
@@ -136,7 +140,6 @@ func (a *app) publishLines(ctx context.Context, b *client.Broker, topic string, 
 		total, dup int
 		line       int
 		start      = time.Now()
-		lastReport = start
 	)
 	flush := func() error {
 		if len(batch) == 0 {
@@ -153,10 +156,7 @@ func (a *app) publishLines(ctx context.Context, b *client.Broker, topic string, 
 		}
 		total += len(batch)
 		batch = batch[:0]
-		if now := time.Now(); now.Sub(lastReport) >= time.Second {
-			lastReport = now
-			fmt.Fprintf(a.cfg.Stderr, "published %d messages, %.0f msg/s\n", total, float64(total)/now.Sub(start).Seconds())
-		}
+		prog.update(total)
 		return nil
 	}
 	for sc.Scan() {
@@ -206,6 +206,7 @@ func (a *app) publishLines(ctx context.Context, b *client.Broker, topic string, 
 	if err := flush(); err != nil {
 		return err
 	}
+	prog.done()
 	el := time.Since(start)
 	fmt.Fprintf(a.cfg.Stderr, "published %d messages (%d duplicates) to %s in %s, %.0f msg/s\n",
 		total, dup, topic, el.Round(time.Millisecond), float64(total)/max(el.Seconds(), 1e-9))

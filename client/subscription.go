@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +19,9 @@ import (
 // backoffSamples is how many attempts of a Backoff function are sent to the
 // hub as a schedule (the last entry repeats for later attempts).
 const backoffSamples = 16
+
+// streamBatch is the most deliveries the hub may send in one stream message.
+const streamBatch = 256
 
 // subscription is one Subscribe stream of the hub.
 type subscription struct {
@@ -48,7 +52,8 @@ func (b *Broker) Subscribe(ctx context.Context, p *broker.SubscribeParams) (brok
 		Topic: p.Topic, Group: p.Group, Start: apiconv.StartToProto(p.Start),
 		MaxAttempts: int32(p.MaxAttempts), AckDeadline: apiconv.Duration(p.AckDeadline),
 		OrderedByKey: p.OrderedByKey, MaxInFlight: int32(p.MaxInFlight),
-		Backoff: apiconv.BackoffSchedule(p.Backoff, backoffSamples),
+		Backoff:  apiconv.BackoffSchedule(p.Backoff, backoffSamples),
+		MaxBatch: streamBatch,
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	stream, err := b.rpc.Subscribe(sctx, connect.NewRequest(req))
@@ -102,25 +107,17 @@ func (s *subscription) receive(stream *connect.ServerStreamForClient[v1.Subscrib
 	defer close(s.done)
 	defer close(s.ch)
 	defer func() { _ = stream.Close() }()
+	one := make([]*v1.Delivery, 1)
 	for stream.Receive() {
-		pd := stream.Msg().GetDelivery()
-		if pd == nil {
-			continue
+		pds := stream.Msg().GetDeliveries().GetDeliveries()
+		if pd := stream.Msg().GetDelivery(); pd != nil {
+			one[0] = pd
+			pds = one
 		}
-		m := apiconv.MessageFromProto(pd.GetMessage())
-		info := apiconv.InfoFromProto(pd)
-		var acker broker.Acker
-		switch {
-		case s.durable:
-			acker = &tokenAcker{s: s, token: pd.GetToken()}
-		case m.Header(message.HeaderReplyTo) != "":
-			acker = &replyOnly{tokenAcker{s: s, token: pd.GetToken()}}
-		}
-		d := broker.NewDelivery(m, info, acker, pd.GetToken())
-		select {
-		case s.ch <- d:
-		case <-s.ctx.Done():
-			return
+		for _, pd := range pds {
+			if !s.hand(pd) {
+				return
+			}
 		}
 	}
 	err := stream.Err()
@@ -130,6 +127,28 @@ func (s *subscription) receive(stream *connect.ServerStreamForClient[v1.Subscrib
 	}
 	s.mu.Unlock()
 	s.b.forget(s)
+}
+
+// hand passes one delivery to the user; false when the subscription closed.
+func (s *subscription) hand(pd *v1.Delivery) bool {
+	m := apiconv.MessageFromProto(pd.GetMessage())
+	info := apiconv.InfoFromProto(pd)
+	var acker broker.Acker
+	switch request := m.Header(message.HeaderReplyTo) != ""; {
+	case s.durable && !request:
+		acker = (*durableAcker)(s) // the token is the delivery's Token
+	case s.durable:
+		acker = &tokenAcker{s: s, token: pd.GetToken()} // Reply needs it too
+	case request:
+		acker = &replyOnly{tokenAcker{s: s, token: pd.GetToken()}}
+	}
+	d := broker.NewDelivery(m, info, acker, pd.GetToken())
+	select {
+	case s.ch <- d:
+		return true
+	case <-s.ctx.Done():
+		return false
+	}
 }
 
 func (b *Broker) forget(s *subscription) {
@@ -169,49 +188,59 @@ func (s *subscription) isClosed() bool {
 	return s.closed
 }
 
-// tokenAcker settles one delivery through the hub by its token.
+// settle sends one settlement of d through the Broker's settler.
+func (s *subscription) settle(ctx context.Context, d *broker.Delivery, st *v1.Settlement) error {
+	if s.isClosed() {
+		return fmt.Errorf("%s of message %s: subscription closed: %w", strings.ToLower(st.GetOp().String()), d.Message.ID, broker.ErrClosed)
+	}
+	return s.b.settler.settle(ctx, st)
+}
+
+// durableAcker settles the deliveries of a durable subscription through the
+// hub by their token (Delivery.Token): no allocation per delivery.
+type durableAcker subscription
+
+func (a *durableAcker) sub() *subscription { return (*subscription)(a) }
+
+func tokenOf(d *broker.Delivery) string { s, _ := d.Token.(string); return s }
+
+func (a *durableAcker) Ack(ctx context.Context, d *broker.Delivery) error {
+	return a.sub().settle(ctx, d, &v1.Settlement{Token: tokenOf(d), Op: v1.Settlement_ACK})
+}
+
+func (a *durableAcker) Nack(ctx context.Context, d *broker.Delivery, delay time.Duration) error {
+	return a.sub().settle(ctx, d, &v1.Settlement{Token: tokenOf(d), Op: v1.Settlement_NACK, Delay: apiconv.Duration(delay)})
+}
+
+func (a *durableAcker) Term(ctx context.Context, d *broker.Delivery, reason string) error {
+	return a.sub().settle(ctx, d, &v1.Settlement{Token: tokenOf(d), Op: v1.Settlement_TERM, Reason: reason})
+}
+
+func (a *durableAcker) Extend(ctx context.Context, d *broker.Delivery, by time.Duration) error {
+	return a.sub().settle(ctx, d, &v1.Settlement{Token: tokenOf(d), Op: v1.Settlement_EXTEND, By: apiconv.Duration(by)})
+}
+
+// tokenAcker settles one request delivery through the hub by its token, and
+// answers it (Reply does not get the Delivery, so the acker keeps the token).
 type tokenAcker struct {
 	s     *subscription
 	token string
 }
 
-func (a *tokenAcker) check(op string, d *broker.Delivery) error {
-	if a.s.isClosed() {
-		return fmt.Errorf("%s of message %s: subscription closed: %w", op, d.Message.ID, broker.ErrClosed)
-	}
-	return nil
-}
-
 func (a *tokenAcker) Ack(ctx context.Context, d *broker.Delivery) error {
-	if err := a.check("ack", d); err != nil {
-		return err
-	}
-	_, err := a.s.b.rpc.Ack(ctx, connect.NewRequest(&v1.AckRequest{Token: a.token}))
-	return apiconv.FromConnect(err)
+	return (*durableAcker)(a.s).Ack(ctx, d)
 }
 
 func (a *tokenAcker) Nack(ctx context.Context, d *broker.Delivery, delay time.Duration) error {
-	if err := a.check("nack", d); err != nil {
-		return err
-	}
-	_, err := a.s.b.rpc.Nack(ctx, connect.NewRequest(&v1.NackRequest{Token: a.token, Delay: apiconv.Duration(delay)}))
-	return apiconv.FromConnect(err)
+	return (*durableAcker)(a.s).Nack(ctx, d, delay)
 }
 
 func (a *tokenAcker) Term(ctx context.Context, d *broker.Delivery, reason string) error {
-	if err := a.check("term", d); err != nil {
-		return err
-	}
-	_, err := a.s.b.rpc.Term(ctx, connect.NewRequest(&v1.TermRequest{Token: a.token, Reason: reason}))
-	return apiconv.FromConnect(err)
+	return (*durableAcker)(a.s).Term(ctx, d, reason)
 }
 
 func (a *tokenAcker) Extend(ctx context.Context, d *broker.Delivery, by time.Duration) error {
-	if err := a.check("extend", d); err != nil {
-		return err
-	}
-	_, err := a.s.b.rpc.Extend(ctx, connect.NewRequest(&v1.ExtendRequest{Token: a.token, By: apiconv.Duration(by)}))
-	return apiconv.FromConnect(err)
+	return (*durableAcker)(a.s).Extend(ctx, d, by)
 }
 
 // Reply answers a request delivery through the hub.

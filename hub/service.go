@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"fmt"
+	"math"
 
 	"connectrpc.com/connect"
 
@@ -125,6 +126,7 @@ func (sv *service) GetCapabilities(ctx context.Context, _ *connect.Request[v1.Ge
 		resp.Admin = append(resp.Admin, "dead-letters")
 	}
 	resp.HubVersion = sv.s.cfg.Version
+	resp.MaxBatch = int32(min(sv.s.cfg.MaxBatch, math.MaxInt32))
 	return connect.NewResponse(resp), nil
 }
 

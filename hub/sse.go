@@ -18,6 +18,9 @@ import (
 	"github.com/switchboard-dev/switchboard/internal/apiconv"
 )
 
+// sseBatch is the most deliveries written to an event stream at one flush.
+const sseBatch = 64
+
 // serveEvents streams a subscription as Server-Sent Events, for REST
 // clients:
 //
@@ -58,8 +61,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 
 	var buf bytes.Buffer
 	enc := protojson.MarshalOptions{}
-	event := func(name, id string, m proto.Message) error {
-		buf.Reset()
+	write := func(name, id string, m proto.Message) error {
 		if id != "" {
 			buf.WriteString("id: " + id + "\n")
 		}
@@ -70,16 +72,26 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		buf.Write(b)
 		buf.WriteString("\n\n")
+		return nil
+	}
+	flush := func() error {
+		defer buf.Reset()
 		if _, err := w.Write(buf.Bytes()); err != nil {
 			return err
 		}
 		return rc.Flush()
 	}
-	if err := event("subscribed", "", &v1.Subscribed{SubscriptionId: ls.st.id, MaxInFlight: int32(ls.maxInFlight)}); err != nil {
+	if err := write("subscribed", "", &v1.Subscribed{SubscriptionId: ls.st.id, MaxInFlight: int32(ls.maxInFlight)}); err != nil || flush() != nil {
 		return
 	}
-	err = ls.pump(r.Context(), func(d *v1.Delivery) error {
-		return event("delivery", d.GetToken(), d)
+	// Deliveries ready together are written together, with one flush.
+	err = ls.pump(r.Context(), sseBatch, func(ds []*v1.Delivery) error {
+		for _, d := range ds {
+			if err := write("delivery", d.GetToken(), d); err != nil {
+				return err
+			}
+		}
+		return flush()
 	}, s.cfg.SSEKeepAlive, func() error {
 		if _, err := w.Write([]byte(": keep-alive\n\n")); err != nil {
 			return err

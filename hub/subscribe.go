@@ -95,18 +95,32 @@ func (ls *liveSub) close() {
 }
 
 // pump hands deliveries to send until ctx is done, the hub shuts down or the
-// broker ends the subscription. send blocks while the consumer does not read
-// (transport flow control), and the broker hands out at most max in flight
-// unsettled deliveries, so a slow consumer costs bounded memory. tick, when
-// not nil, is called every keepAlive while idle.
-func (ls *liveSub) pump(ctx context.Context, send func(*v1.Delivery) error, keepAlive time.Duration, tick func() error) error {
+// broker ends the subscription: each delivery that is ready, with up to
+// maxBatch-1 more that are ready too (never waiting for them). send blocks
+// while the consumer does not read (transport flow control), and the broker
+// hands out at most max in flight unsettled deliveries, so a slow consumer
+// costs bounded memory. tick, when not nil, is called every keepAlive while
+// idle.
+//
+// The deliveries handed to send are reused for the next batch: send must be
+// done with them (have marshaled them) when it returns.
+func (ls *liveSub) pump(ctx context.Context, maxBatch int, send func([]*v1.Delivery) error, keepAlive time.Duration, tick func() error) error {
 	var tc <-chan time.Time
 	if tick != nil && keepAlive > 0 {
 		t := time.NewTicker(keepAlive)
 		defer t.Stop()
 		tc = t.C
 	}
+	maxBatch = max(maxBatch, 1)
+	batch := make([]*v1.Delivery, 0, maxBatch)
+	var buf apiconv.DeliveryBuf
 	deliveries := ls.sub.Deliveries()
+	ended := func() error {
+		if err := ls.sub.Err(); err != nil {
+			return apiconv.ToConnect(fmt.Errorf("subscription ended: %w", err))
+		}
+		return apiconv.NewError(connect.CodeUnavailable, apiconv.ReasonClosed, "subscription ended: the backend closed it; subscribe again")
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -119,16 +133,34 @@ func (ls *liveSub) pump(ctx context.Context, send func(*v1.Delivery) error, keep
 			}
 		case d, ok := <-deliveries:
 			if !ok {
-				if err := ls.sub.Err(); err != nil {
-					return apiconv.ToConnect(fmt.Errorf("subscription ended: %w", err))
-				}
-				return apiconv.NewError(connect.CodeUnavailable, apiconv.ReasonClosed, "subscription ended: the backend closed it; subscribe again")
+				return ended()
 			}
-			tok := ls.st.register(d, ls.durable)
-			if err := send(apiconv.DeliveryToProto(d, tok)); err != nil {
+			batch = append(batch[:0], buf.Delivery(0, d, ls.st.register(d, ls.durable), true))
+			size := len(d.Message.Payload)
+			open := true
+		more:
+			for len(batch) < maxBatch && size < maxBatchBytes {
+				select {
+				case d, ok := <-deliveries:
+					if !ok {
+						open = false
+						break more
+					}
+					batch = append(batch, buf.Delivery(len(batch), d, ls.st.register(d, ls.durable), true))
+					size += len(d.Message.Payload)
+				default:
+					break more
+				}
+			}
+			if err := send(batch); err != nil {
 				return err
 			}
-			ls.s.metrics.delivered.Inc()
+			ls.s.metrics.delivered.Add(float64(len(batch)))
+			buf.Release(len(batch))
+			clear(batch)
+			if !open {
+				return ended()
+			}
 		}
 	}
 }
@@ -137,8 +169,19 @@ func errShuttingDown() error {
 	return apiconv.NewError(connect.CodeUnavailable, apiconv.ReasonShuttingDown, "the hub is shutting down; unsettled deliveries will be redelivered, subscribe again (to another hub or after restart)")
 }
 
+// maxStreamBatch caps SubscribeRequest.max_batch; maxBatchBytes ends a
+// batch once its payloads reach that size (a batch holds at least one
+// delivery).
+const (
+	maxStreamBatch = 1024
+	maxBatchBytes  = 1 << 20
+)
+
 // Subscribe streams deliveries (see the .proto for the contract).
 func (sv *service) Subscribe(ctx context.Context, req *connect.Request[v1.SubscribeRequest], stream *connect.ServerStream[v1.SubscribeResponse]) error {
+	if req.Msg.GetMaxBatch() < 0 {
+		return invalid("max_batch %d must not be negative (0 or 1: one delivery per message)", req.Msg.GetMaxBatch())
+	}
 	ls, err := sv.s.attach(ctx, req.Msg)
 	if err != nil {
 		return err
@@ -149,8 +192,12 @@ func (sv *service) Subscribe(ctx context.Context, req *connect.Request[v1.Subscr
 	}}}); err != nil {
 		return err
 	}
-	return ls.pump(ctx, func(d *v1.Delivery) error {
-		return stream.Send(&v1.SubscribeResponse{Event: &v1.SubscribeResponse_Delivery{Delivery: d}})
+	maxBatch := min(int(req.Msg.GetMaxBatch()), maxStreamBatch)
+	return ls.pump(ctx, maxBatch, func(ds []*v1.Delivery) error {
+		if len(ds) == 1 {
+			return stream.Send(&v1.SubscribeResponse{Event: &v1.SubscribeResponse_Delivery{Delivery: ds[0]}})
+		}
+		return stream.Send(&v1.SubscribeResponse{Event: &v1.SubscribeResponse_Deliveries{Deliveries: &v1.Deliveries{Deliveries: ds}}})
 	}, 0, nil)
 }
 
@@ -165,10 +212,15 @@ func ownerName(ctx context.Context) string {
 // delivery finds the delivery of a token, or says why it cannot. Only the
 // bearer token that subscribed may settle its deliveries.
 func (sv *service) delivery(ctx context.Context, token string, final bool) (*broker.Delivery, error) {
+	return sv.deliveryOf(ownerName(ctx), token, final)
+}
+
+// deliveryOf is delivery for the bearer token named owner.
+func (sv *service) deliveryOf(owner, token string, final bool) (*broker.Delivery, error) {
 	if token == "" {
 		return nil, invalid("token is required: the token of the delivery, as received")
 	}
-	d, st, err := sv.s.tokens.lookup(token, final, ownerName(ctx))
+	d, st, err := sv.s.tokens.lookup(token, final, owner)
 	switch {
 	case errors.Is(err, errForeign):
 		return nil, apiconv.NewError(connect.CodePermissionDenied, apiconv.ReasonPermissionDenied,

@@ -42,8 +42,8 @@ type subTokens struct {
 	owner   string // name of the bearer token that subscribed ("" with auth off)
 	mu      sync.Mutex
 	next    uint64
-	m       map[uint64]*entry
-	ephem   []uint64 // ephemeral request tokens, oldest first
+	m       map[uint64]entry // by value: one allocation less per delivery
+	ephem   []uint64         // ephemeral request tokens, oldest first
 	sweepAt int
 	closed  bool
 }
@@ -62,7 +62,7 @@ func newSubID() string {
 
 // attach registers a new subscription.
 func (t *tokens) attach(maxInFlight int, owner string) *subTokens {
-	st := &subTokens{id: newSubID(), owner: owner, m: map[uint64]*entry{}, sweepAt: 2*maxInFlight + 64}
+	st := &subTokens{id: newSubID(), owner: owner, m: map[uint64]entry{}, sweepAt: 2*maxInFlight + 64}
 	t.mu.Lock()
 	t.subs[st.id] = st
 	t.mu.Unlock()
@@ -88,12 +88,13 @@ func (st *subTokens) register(d *broker.Delivery, durable bool) string {
 	defer st.mu.Unlock()
 	st.next++
 	n := st.next
-	tok := st.id + "." + strconv.FormatUint(n, 36)
+	var b [64]byte
+	tok := string(strconv.AppendUint(append(append(b[:0], st.id...), '.'), n, 36))
 	if st.closed {
 		return tok
 	}
 	if durable {
-		st.m[n] = &entry{d: d, deadline: d.Info.Deadline, durable: true}
+		st.m[n] = entry{d: d, deadline: d.Info.Deadline, durable: true}
 		if len(st.m) > st.sweepAt {
 			st.sweepLocked(time.Now())
 		}
@@ -102,7 +103,7 @@ func (st *subTokens) register(d *broker.Delivery, durable bool) string {
 	if d.Message.Header(message.HeaderReplyTo) == "" {
 		return tok
 	}
-	st.m[n] = &entry{d: d}
+	st.m[n] = entry{d: d}
 	st.ephem = append(st.ephem, n)
 	if len(st.ephem) > maxEphemeral {
 		delete(st.m, st.ephem[0])
@@ -147,8 +148,8 @@ func (t *tokens) lookup(tok string, remove bool, owner string) (*broker.Delivery
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	e := st.m[n]
-	if e == nil {
+	e, ok := st.m[n]
+	if !ok {
 		return nil, nil, errUnknownToken
 	}
 	if remove {
@@ -173,8 +174,9 @@ func (t *tokens) extended(tok string, deadline time.Time) {
 		return
 	}
 	st.mu.Lock()
-	if e := st.m[n]; e != nil {
+	if e, ok := st.m[n]; ok {
 		e.deadline = deadline
+		st.m[n] = e
 	}
 	st.mu.Unlock()
 }

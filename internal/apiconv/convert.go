@@ -246,3 +246,64 @@ func BackoffFunc(schedule []*durationpb.Duration) func(attempt int) time.Duratio
 		return ds[i]
 	}
 }
+
+// DeliveryBuf converts deliveries into protobuf structs that it reuses, for
+// a stream that sends (marshals) each batch before it converts the next: no
+// allocation per delivery once the buffer has grown to the batch size.
+type DeliveryBuf struct {
+	parts []*deliveryParts
+}
+
+type deliveryParts struct {
+	d                              v1.Delivery
+	m                              v1.Message
+	payload                        v1.Message_Payload
+	text                           v1.Message_Text
+	pub, deliverAt, expiresAt, ddl timestamppb.Timestamp
+}
+
+// Delivery converts d, identified by token, into the i-th reused struct
+// (valid until the next call with the same i). With text, a payload that is
+// valid UTF-8 is sent as text (for JSON clients); otherwise as bytes.
+func (b *DeliveryBuf) Delivery(i int, d *broker.Delivery, token string, text bool) *v1.Delivery {
+	for len(b.parts) <= i {
+		b.parts = append(b.parts, &deliveryParts{})
+	}
+	p := b.parts[i]
+	m := d.Message
+	pm := &p.m
+	pm.Id, pm.Topic, pm.Key, pm.Headers, pm.ContentType = m.ID, m.Topic, m.Key, m.Headers, m.ContentType
+	pm.PublishedAt = reuseTimestamp(&p.pub, m.PublishedAt)
+	pm.DeliverAt = reuseTimestamp(&p.deliverAt, m.DeliverAt)
+	pm.ExpiresAt = reuseTimestamp(&p.expiresAt, m.ExpiresAt)
+	if text && utf8.Valid(m.Payload) {
+		p.text.Text = string(m.Payload)
+		p.payload.Payload = nil
+		pm.Body = &p.text
+	} else {
+		p.payload.Payload = m.Payload
+		p.text.Text = ""
+		pm.Body = &p.payload
+	}
+	pd := &p.d
+	pd.Token, pd.Message, pd.Group = token, pm, d.Info.Group
+	pd.Seq, pd.Attempt, pd.Redelivered = d.Info.Seq, int32(d.Info.Attempt), d.Info.Redelivered
+	pd.Deadline = reuseTimestamp(&p.ddl, d.Info.Deadline)
+	return pd
+}
+
+// Release drops the references the reused structs hold to the messages
+// converted last (so that they can be collected while the stream idles).
+func (b *DeliveryBuf) Release(n int) {
+	for _, p := range b.parts[:min(n, len(b.parts))] {
+		p.m.Headers, p.payload.Payload, p.text.Text = nil, nil, ""
+	}
+}
+
+func reuseTimestamp(ts *timestamppb.Timestamp, t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	ts.Seconds, ts.Nanos = t.Unix(), int32(t.Nanosecond())
+	return ts
+}

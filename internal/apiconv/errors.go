@@ -209,14 +209,21 @@ func FromConnect(err error) error {
 			break
 		}
 	}
-	re := &RemoteError{Code: ce.Code(), Reason: reason, Message: ce.Message()}
+	return Remote(ce.Code(), reason, ce.Message())
+}
+
+// Remote makes the error of a code, reason and message a hub sent, e.g. in
+// the per-settlement results of Settle. It matches the broker sentinel its
+// reason names, as FromConnect's errors do.
+func Remote(code connect.Code, reason, msg string) error {
+	re := &RemoteError{Code: code, Reason: reason, Message: msg}
 	if s, ok := reasonSentinels[reason]; ok {
 		re.sent = s
 	} else {
-		switch ce.Code() {
+		switch code {
 		case connect.CodeUnavailable:
 			re.sent = []error{broker.ErrUnavailable}
-			re.Message = fmt.Sprintf("hub unreachable: %s; is `switchboard serve` running at that address?", ce.Message())
+			re.Message = fmt.Sprintf("hub unreachable: %s; is `switchboard serve` running at that address?", msg)
 		case connect.CodeInvalidArgument:
 			re.sent = []error{message.ErrInvalid}
 		case connect.CodeNotFound:
@@ -230,4 +237,22 @@ func FromConnect(err error) error {
 		}
 	}
 	return re
+}
+
+// Parts returns the code, reason and message of err as a hub reports it
+// (ToConnect's classification): for per-item results such as Settle's.
+func Parts(err error) (connect.Code, string, string) {
+	ce := ToConnect(err).(*connect.Error)
+	reason := ReasonInternal
+	for _, d := range ce.Details() {
+		v, derr := d.Value()
+		if derr != nil {
+			continue
+		}
+		if info, ok := v.(*errdetails.ErrorInfo); ok && info.GetDomain() == ErrorDomain {
+			reason = info.GetReason()
+			break
+		}
+	}
+	return ce.Code(), reason, ce.Message()
 }

@@ -41,6 +41,66 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Settlement_Op int32
+
+const (
+	// Invalid: every settlement names its operation.
+	Settlement_OP_UNSPECIFIED Settlement_Op = 0
+	// Done (as Ack).
+	Settlement_ACK Settlement_Op = 1
+	// Redeliver after delay (as Nack).
+	Settlement_NACK Settlement_Op = 2
+	// Dead-letter now with reason (as Term).
+	Settlement_TERM Settlement_Op = 3
+	// Push the deadline to now + by (as Extend).
+	Settlement_EXTEND Settlement_Op = 4
+)
+
+// Enum value maps for Settlement_Op.
+var (
+	Settlement_Op_name = map[int32]string{
+		0: "OP_UNSPECIFIED",
+		1: "ACK",
+		2: "NACK",
+		3: "TERM",
+		4: "EXTEND",
+	}
+	Settlement_Op_value = map[string]int32{
+		"OP_UNSPECIFIED": 0,
+		"ACK":            1,
+		"NACK":           2,
+		"TERM":           3,
+		"EXTEND":         4,
+	}
+)
+
+func (x Settlement_Op) Enum() *Settlement_Op {
+	p := new(Settlement_Op)
+	*p = x
+	return p
+}
+
+func (x Settlement_Op) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Settlement_Op) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_v1_switchboard_proto_enumTypes[0].Descriptor()
+}
+
+func (Settlement_Op) Type() protoreflect.EnumType {
+	return &file_switchboard_v1_switchboard_proto_enumTypes[0]
+}
+
+func (x Settlement_Op) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Settlement_Op.Descriptor instead.
+func (Settlement_Op) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{20, 0}
+}
+
 // Message is one message as published and as delivered.
 type Message struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -599,7 +659,14 @@ type SubscribeRequest struct {
 	// Redelivery delays after a nack without delay or a missed deadline, by
 	// attempt: backoff[attempt-1], the last entry repeating. Empty = backend
 	// default.
-	Backoff       []*durationpb.Duration `protobuf:"bytes,8,rep,name=backoff,proto3" json:"backoff,omitempty"`
+	Backoff []*durationpb.Duration `protobuf:"bytes,8,rep,name=backoff,proto3" json:"backoff,omitempty"`
+	// Up to this many deliveries per stream message: when several deliveries
+	// are ready at once the hub sends them together in one `deliveries`
+	// event, which costs far less than one message each. 0 or 1: one
+	// `delivery` event per delivery (clients that predate `deliveries`).
+	// Capped by the hub (1024); a batch also stops growing once its payloads
+	// reach 1 MiB. Negative is an error.
+	MaxBatch      int32 `protobuf:"varint,9,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -690,12 +757,20 @@ func (x *SubscribeRequest) GetBackoff() []*durationpb.Duration {
 	return nil
 }
 
+func (x *SubscribeRequest) GetMaxBatch() int32 {
+	if x != nil {
+		return x.MaxBatch
+	}
+	return 0
+}
+
 type SubscribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Event:
 	//
 	//	*SubscribeResponse_Subscribed
 	//	*SubscribeResponse_Delivery
+	//	*SubscribeResponse_Deliveries
 	Event         isSubscribeResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -756,6 +831,15 @@ func (x *SubscribeResponse) GetDelivery() *Delivery {
 	return nil
 }
 
+func (x *SubscribeResponse) GetDeliveries() *Deliveries {
+	if x != nil {
+		if x, ok := x.Event.(*SubscribeResponse_Deliveries); ok {
+			return x.Deliveries
+		}
+	}
+	return nil
+}
+
 type isSubscribeResponse_Event interface {
 	isSubscribeResponse_Event()
 }
@@ -770,9 +854,60 @@ type SubscribeResponse_Delivery struct {
 	Delivery *Delivery `protobuf:"bytes,2,opt,name=delivery,proto3,oneof"`
 }
 
+type SubscribeResponse_Deliveries struct {
+	// Several deliveries, in order (with max_batch > 1).
+	Deliveries *Deliveries `protobuf:"bytes,3,opt,name=deliveries,proto3,oneof"`
+}
+
 func (*SubscribeResponse_Subscribed) isSubscribeResponse_Event() {}
 
 func (*SubscribeResponse_Delivery) isSubscribeResponse_Event() {}
+
+func (*SubscribeResponse_Deliveries) isSubscribeResponse_Event() {}
+
+type Deliveries struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deliveries    []*Delivery            `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Deliveries) Reset() {
+	*x = Deliveries{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deliveries) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deliveries) ProtoMessage() {}
+
+func (x *Deliveries) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deliveries.ProtoReflect.Descriptor instead.
+func (*Deliveries) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Deliveries) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
 
 type Subscribed struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -786,7 +921,7 @@ type Subscribed struct {
 
 func (x *Subscribed) Reset() {
 	*x = Subscribed{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[9]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +933,7 @@ func (x *Subscribed) String() string {
 func (*Subscribed) ProtoMessage() {}
 
 func (x *Subscribed) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[9]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +946,7 @@ func (x *Subscribed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribed.ProtoReflect.Descriptor instead.
 func (*Subscribed) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{9}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Subscribed) GetSubscriptionId() string {
@@ -851,7 +986,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[10]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +998,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[10]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +1011,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{10}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Delivery) GetToken() string {
@@ -937,7 +1072,7 @@ type AckRequest struct {
 
 func (x *AckRequest) Reset() {
 	*x = AckRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[11]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1084,7 @@ func (x *AckRequest) String() string {
 func (*AckRequest) ProtoMessage() {}
 
 func (x *AckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[11]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1097,7 @@ func (x *AckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckRequest.ProtoReflect.Descriptor instead.
 func (*AckRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{11}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AckRequest) GetToken() string {
@@ -980,7 +1115,7 @@ type AckResponse struct {
 
 func (x *AckResponse) Reset() {
 	*x = AckResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[12]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1127,7 @@ func (x *AckResponse) String() string {
 func (*AckResponse) ProtoMessage() {}
 
 func (x *AckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[12]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1140,7 @@ func (x *AckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckResponse.ProtoReflect.Descriptor instead.
 func (*AckResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{12}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{13}
 }
 
 type NackRequest struct {
@@ -1019,7 +1154,7 @@ type NackRequest struct {
 
 func (x *NackRequest) Reset() {
 	*x = NackRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[13]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1166,7 @@ func (x *NackRequest) String() string {
 func (*NackRequest) ProtoMessage() {}
 
 func (x *NackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[13]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1179,7 @@ func (x *NackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NackRequest.ProtoReflect.Descriptor instead.
 func (*NackRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{13}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *NackRequest) GetToken() string {
@@ -1069,7 +1204,7 @@ type NackResponse struct {
 
 func (x *NackResponse) Reset() {
 	*x = NackResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[14]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1216,7 @@ func (x *NackResponse) String() string {
 func (*NackResponse) ProtoMessage() {}
 
 func (x *NackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[14]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1229,7 @@ func (x *NackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NackResponse.ProtoReflect.Descriptor instead.
 func (*NackResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{14}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{15}
 }
 
 type TermRequest struct {
@@ -1108,7 +1243,7 @@ type TermRequest struct {
 
 func (x *TermRequest) Reset() {
 	*x = TermRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[15]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1255,7 @@ func (x *TermRequest) String() string {
 func (*TermRequest) ProtoMessage() {}
 
 func (x *TermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[15]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1268,7 @@ func (x *TermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TermRequest.ProtoReflect.Descriptor instead.
 func (*TermRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{15}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TermRequest) GetToken() string {
@@ -1158,7 +1293,7 @@ type TermResponse struct {
 
 func (x *TermResponse) Reset() {
 	*x = TermResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[16]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1305,7 @@ func (x *TermResponse) String() string {
 func (*TermResponse) ProtoMessage() {}
 
 func (x *TermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[16]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1318,7 @@ func (x *TermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TermResponse.ProtoReflect.Descriptor instead.
 func (*TermResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{16}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{17}
 }
 
 type ExtendRequest struct {
@@ -1197,7 +1332,7 @@ type ExtendRequest struct {
 
 func (x *ExtendRequest) Reset() {
 	*x = ExtendRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[17]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1344,7 @@ func (x *ExtendRequest) String() string {
 func (*ExtendRequest) ProtoMessage() {}
 
 func (x *ExtendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[17]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1357,7 @@ func (x *ExtendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendRequest.ProtoReflect.Descriptor instead.
 func (*ExtendRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{17}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ExtendRequest) GetToken() string {
@@ -1247,7 +1382,7 @@ type ExtendResponse struct {
 
 func (x *ExtendResponse) Reset() {
 	*x = ExtendResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[18]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +1394,7 @@ func (x *ExtendResponse) String() string {
 func (*ExtendResponse) ProtoMessage() {}
 
 func (x *ExtendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[18]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +1407,243 @@ func (x *ExtendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendResponse.ProtoReflect.Descriptor instead.
 func (*ExtendResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{18}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{19}
+}
+
+// Settlement is one entry of a Settle call.
+type Settlement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token of the delivery, as received.
+	Token string        `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Op    Settlement_Op `protobuf:"varint,2,opt,name=op,proto3,enum=switchboard.v1.Settlement_Op" json:"op,omitempty"`
+	// NACK: redeliver after this delay; unset = the group's backoff.
+	Delay *durationpb.Duration `protobuf:"bytes,3,opt,name=delay,proto3" json:"delay,omitempty"`
+	// TERM: why, recorded on the dead letter.
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// EXTEND: new deadline = now + by (required, positive).
+	By            *durationpb.Duration `protobuf:"bytes,5,opt,name=by,proto3" json:"by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Settlement) Reset() {
+	*x = Settlement{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Settlement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Settlement) ProtoMessage() {}
+
+func (x *Settlement) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Settlement.ProtoReflect.Descriptor instead.
+func (*Settlement) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Settlement) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *Settlement) GetOp() Settlement_Op {
+	if x != nil {
+		return x.Op
+	}
+	return Settlement_OP_UNSPECIFIED
+}
+
+func (x *Settlement) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *Settlement) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Settlement) GetBy() *durationpb.Duration {
+	if x != nil {
+		return x.By
+	}
+	return nil
+}
+
+type SettleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most the hub's batch limit (max_batch, 10000 by default).
+	Settlements   []*Settlement `protobuf:"bytes,1,rep,name=settlements,proto3" json:"settlements,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SettleRequest) Reset() {
+	*x = SettleRequest{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SettleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SettleRequest) ProtoMessage() {}
+
+func (x *SettleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SettleRequest.ProtoReflect.Descriptor instead.
+func (*SettleRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SettleRequest) GetSettlements() []*Settlement {
+	if x != nil {
+		return x.Settlements
+	}
+	return nil
+}
+
+// SettleResult is the outcome of one settlement. All fields empty: it was
+// applied. Otherwise code is the gRPC status code (e.g. 9,
+// FAILED_PRECONDITION) and reason and message say why, as the error of the
+// single-delivery call would (reason e.g. "ALREADY_SETTLED",
+// "DELIVERY_EXPIRED", "UNKNOWN_DELIVERY", "PERMISSION_DENIED").
+type SettleResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SettleResult) Reset() {
+	*x = SettleResult{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SettleResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SettleResult) ProtoMessage() {}
+
+func (x *SettleResult) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SettleResult.ProtoReflect.Descriptor instead.
+func (*SettleResult) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SettleResult) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *SettleResult) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SettleResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type SettleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per settlement, in request order.
+	Results       []*SettleResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SettleResponse) Reset() {
+	*x = SettleResponse{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SettleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SettleResponse) ProtoMessage() {}
+
+func (x *SettleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SettleResponse.ProtoReflect.Descriptor instead.
+func (*SettleResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SettleResponse) GetResults() []*SettleResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
 }
 
 type RequestRequest struct {
@@ -1287,7 +1658,7 @@ type RequestRequest struct {
 
 func (x *RequestRequest) Reset() {
 	*x = RequestRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[19]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1670,7 @@ func (x *RequestRequest) String() string {
 func (*RequestRequest) ProtoMessage() {}
 
 func (x *RequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[19]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1683,7 @@ func (x *RequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRequest.ProtoReflect.Descriptor instead.
 func (*RequestRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{19}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RequestRequest) GetTopic() string {
@@ -1345,7 +1716,7 @@ type RequestResponse struct {
 
 func (x *RequestResponse) Reset() {
 	*x = RequestResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[20]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1728,7 @@ func (x *RequestResponse) String() string {
 func (*RequestResponse) ProtoMessage() {}
 
 func (x *RequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[20]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1741,7 @@ func (x *RequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestResponse.ProtoReflect.Descriptor instead.
 func (*RequestResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{20}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RequestResponse) GetMessage() *Message {
@@ -1391,7 +1762,7 @@ type ReplyRequest struct {
 
 func (x *ReplyRequest) Reset() {
 	*x = ReplyRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[21]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1774,7 @@ func (x *ReplyRequest) String() string {
 func (*ReplyRequest) ProtoMessage() {}
 
 func (x *ReplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[21]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1787,7 @@ func (x *ReplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplyRequest.ProtoReflect.Descriptor instead.
 func (*ReplyRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{21}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReplyRequest) GetToken() string {
@@ -1441,7 +1812,7 @@ type ReplyResponse struct {
 
 func (x *ReplyResponse) Reset() {
 	*x = ReplyResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[22]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1824,7 @@ func (x *ReplyResponse) String() string {
 func (*ReplyResponse) ProtoMessage() {}
 
 func (x *ReplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[22]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1837,7 @@ func (x *ReplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplyResponse.ProtoReflect.Descriptor instead.
 func (*ReplyResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{22}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{27}
 }
 
 type GetCapabilitiesRequest struct {
@@ -1477,7 +1848,7 @@ type GetCapabilitiesRequest struct {
 
 func (x *GetCapabilitiesRequest) Reset() {
 	*x = GetCapabilitiesRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1489,7 +1860,7 @@ func (x *GetCapabilitiesRequest) String() string {
 func (*GetCapabilitiesRequest) ProtoMessage() {}
 
 func (x *GetCapabilitiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1502,7 +1873,7 @@ func (x *GetCapabilitiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCapabilitiesRequest.ProtoReflect.Descriptor instead.
 func (*GetCapabilitiesRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{23}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{28}
 }
 
 // Capabilities mirrors broker.Capabilities.
@@ -1529,14 +1900,17 @@ type GetCapabilitiesResponse struct {
 	// "dead-letters".
 	Admin []string `protobuf:"bytes,18,rep,name=admin,proto3" json:"admin,omitempty"`
 	// Hub version.
-	HubVersion    string `protobuf:"bytes,19,opt,name=hub_version,json=hubVersion,proto3" json:"hub_version,omitempty"`
+	HubVersion string `protobuf:"bytes,19,opt,name=hub_version,json=hubVersion,proto3" json:"hub_version,omitempty"`
+	// The most messages per PublishBatch and settlements per Settle call
+	// (0: not reported, an older hub).
+	MaxBatch      int32 `protobuf:"varint,20,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetCapabilitiesResponse) Reset() {
 	*x = GetCapabilitiesResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1548,7 +1922,7 @@ func (x *GetCapabilitiesResponse) String() string {
 func (*GetCapabilitiesResponse) ProtoMessage() {}
 
 func (x *GetCapabilitiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1561,7 +1935,7 @@ func (x *GetCapabilitiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCapabilitiesResponse.ProtoReflect.Descriptor instead.
 func (*GetCapabilitiesResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{24}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetCapabilitiesResponse) GetName() string {
@@ -1697,6 +2071,13 @@ func (x *GetCapabilitiesResponse) GetHubVersion() string {
 	return ""
 }
 
+func (x *GetCapabilitiesResponse) GetMaxBatch() int32 {
+	if x != nil {
+		return x.MaxBatch
+	}
+	return 0
+}
+
 type Retention struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	MaxAge   *durationpb.Duration   `protobuf:"bytes,1,opt,name=max_age,json=maxAge,proto3" json:"max_age,omitempty"`
@@ -1710,7 +2091,7 @@ type Retention struct {
 
 func (x *Retention) Reset() {
 	*x = Retention{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +2103,7 @@ func (x *Retention) String() string {
 func (*Retention) ProtoMessage() {}
 
 func (x *Retention) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +2116,7 @@ func (x *Retention) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retention.ProtoReflect.Descriptor instead.
 func (*Retention) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{25}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Retention) GetMaxAge() *durationpb.Duration {
@@ -1782,7 +2163,7 @@ type TopicInfo struct {
 
 func (x *TopicInfo) Reset() {
 	*x = TopicInfo{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1794,7 +2175,7 @@ func (x *TopicInfo) String() string {
 func (*TopicInfo) ProtoMessage() {}
 
 func (x *TopicInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1807,7 +2188,7 @@ func (x *TopicInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicInfo.ProtoReflect.Descriptor instead.
 func (*TopicInfo) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{26}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TopicInfo) GetName() string {
@@ -1877,7 +2258,7 @@ type CreateTopicRequest struct {
 
 func (x *CreateTopicRequest) Reset() {
 	*x = CreateTopicRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +2270,7 @@ func (x *CreateTopicRequest) String() string {
 func (*CreateTopicRequest) ProtoMessage() {}
 
 func (x *CreateTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,7 +2283,7 @@ func (x *CreateTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicRequest.ProtoReflect.Descriptor instead.
 func (*CreateTopicRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{27}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CreateTopicRequest) GetTopic() string {
@@ -1934,7 +2315,7 @@ type CreateTopicResponse struct {
 
 func (x *CreateTopicResponse) Reset() {
 	*x = CreateTopicResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1946,7 +2327,7 @@ func (x *CreateTopicResponse) String() string {
 func (*CreateTopicResponse) ProtoMessage() {}
 
 func (x *CreateTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1959,7 +2340,7 @@ func (x *CreateTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicResponse.ProtoReflect.Descriptor instead.
 func (*CreateTopicResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{28}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{33}
 }
 
 type ListTopicsRequest struct {
@@ -1970,7 +2351,7 @@ type ListTopicsRequest struct {
 
 func (x *ListTopicsRequest) Reset() {
 	*x = ListTopicsRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2363,7 @@ func (x *ListTopicsRequest) String() string {
 func (*ListTopicsRequest) ProtoMessage() {}
 
 func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2376,7 @@ func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsRequest.ProtoReflect.Descriptor instead.
 func (*ListTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{29}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{34}
 }
 
 type ListTopicsResponse struct {
@@ -2007,7 +2388,7 @@ type ListTopicsResponse struct {
 
 func (x *ListTopicsResponse) Reset() {
 	*x = ListTopicsResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2019,7 +2400,7 @@ func (x *ListTopicsResponse) String() string {
 func (*ListTopicsResponse) ProtoMessage() {}
 
 func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2032,7 +2413,7 @@ func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsResponse.ProtoReflect.Descriptor instead.
 func (*ListTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{30}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListTopicsResponse) GetTopics() []*TopicInfo {
@@ -2051,7 +2432,7 @@ type DescribeTopicRequest struct {
 
 func (x *DescribeTopicRequest) Reset() {
 	*x = DescribeTopicRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2063,7 +2444,7 @@ func (x *DescribeTopicRequest) String() string {
 func (*DescribeTopicRequest) ProtoMessage() {}
 
 func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2076,7 +2457,7 @@ func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{31}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DescribeTopicRequest) GetTopic() string {
@@ -2095,7 +2476,7 @@ type DescribeTopicResponse struct {
 
 func (x *DescribeTopicResponse) Reset() {
 	*x = DescribeTopicResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2107,7 +2488,7 @@ func (x *DescribeTopicResponse) String() string {
 func (*DescribeTopicResponse) ProtoMessage() {}
 
 func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2120,7 +2501,7 @@ func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{32}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DescribeTopicResponse) GetTopic() *TopicInfo {
@@ -2139,7 +2520,7 @@ type DeleteTopicRequest struct {
 
 func (x *DeleteTopicRequest) Reset() {
 	*x = DeleteTopicRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2151,7 +2532,7 @@ func (x *DeleteTopicRequest) String() string {
 func (*DeleteTopicRequest) ProtoMessage() {}
 
 func (x *DeleteTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2164,7 +2545,7 @@ func (x *DeleteTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTopicRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{33}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DeleteTopicRequest) GetTopic() string {
@@ -2182,7 +2563,7 @@ type DeleteTopicResponse struct {
 
 func (x *DeleteTopicResponse) Reset() {
 	*x = DeleteTopicResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2194,7 +2575,7 @@ func (x *DeleteTopicResponse) String() string {
 func (*DeleteTopicResponse) ProtoMessage() {}
 
 func (x *DeleteTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2207,7 +2588,7 @@ func (x *DeleteTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTopicResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{34}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{39}
 }
 
 type GroupInfo struct {
@@ -2228,7 +2609,7 @@ type GroupInfo struct {
 
 func (x *GroupInfo) Reset() {
 	*x = GroupInfo{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2240,7 +2621,7 @@ func (x *GroupInfo) String() string {
 func (*GroupInfo) ProtoMessage() {}
 
 func (x *GroupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2253,7 +2634,7 @@ func (x *GroupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupInfo.ProtoReflect.Descriptor instead.
 func (*GroupInfo) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{35}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GroupInfo) GetName() string {
@@ -2316,7 +2697,7 @@ type CreateGroupRequest struct {
 
 func (x *CreateGroupRequest) Reset() {
 	*x = CreateGroupRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2328,7 +2709,7 @@ func (x *CreateGroupRequest) String() string {
 func (*CreateGroupRequest) ProtoMessage() {}
 
 func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2341,7 +2722,7 @@ func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateGroupRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{36}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CreateGroupRequest) GetGroup() string {
@@ -2373,7 +2754,7 @@ type CreateGroupResponse struct {
 
 func (x *CreateGroupResponse) Reset() {
 	*x = CreateGroupResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2385,7 +2766,7 @@ func (x *CreateGroupResponse) String() string {
 func (*CreateGroupResponse) ProtoMessage() {}
 
 func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2398,7 +2779,7 @@ func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupResponse.ProtoReflect.Descriptor instead.
 func (*CreateGroupResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{37}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{42}
 }
 
 type ListGroupsRequest struct {
@@ -2409,7 +2790,7 @@ type ListGroupsRequest struct {
 
 func (x *ListGroupsRequest) Reset() {
 	*x = ListGroupsRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2421,7 +2802,7 @@ func (x *ListGroupsRequest) String() string {
 func (*ListGroupsRequest) ProtoMessage() {}
 
 func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2434,7 +2815,7 @@ func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{38}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{43}
 }
 
 type ListGroupsResponse struct {
@@ -2446,7 +2827,7 @@ type ListGroupsResponse struct {
 
 func (x *ListGroupsResponse) Reset() {
 	*x = ListGroupsResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2458,7 +2839,7 @@ func (x *ListGroupsResponse) String() string {
 func (*ListGroupsResponse) ProtoMessage() {}
 
 func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2471,7 +2852,7 @@ func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{39}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListGroupsResponse) GetGroups() []*GroupInfo {
@@ -2490,7 +2871,7 @@ type DescribeGroupRequest struct {
 
 func (x *DescribeGroupRequest) Reset() {
 	*x = DescribeGroupRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2502,7 +2883,7 @@ func (x *DescribeGroupRequest) String() string {
 func (*DescribeGroupRequest) ProtoMessage() {}
 
 func (x *DescribeGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2515,7 +2896,7 @@ func (x *DescribeGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupRequest.ProtoReflect.Descriptor instead.
 func (*DescribeGroupRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{40}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DescribeGroupRequest) GetGroup() string {
@@ -2534,7 +2915,7 @@ type DescribeGroupResponse struct {
 
 func (x *DescribeGroupResponse) Reset() {
 	*x = DescribeGroupResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2546,7 +2927,7 @@ func (x *DescribeGroupResponse) String() string {
 func (*DescribeGroupResponse) ProtoMessage() {}
 
 func (x *DescribeGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2559,7 +2940,7 @@ func (x *DescribeGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupResponse.ProtoReflect.Descriptor instead.
 func (*DescribeGroupResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{41}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *DescribeGroupResponse) GetGroup() *GroupInfo {
@@ -2578,7 +2959,7 @@ type DeleteGroupRequest struct {
 
 func (x *DeleteGroupRequest) Reset() {
 	*x = DeleteGroupRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[42]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2590,7 +2971,7 @@ func (x *DeleteGroupRequest) String() string {
 func (*DeleteGroupRequest) ProtoMessage() {}
 
 func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[42]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2603,7 +2984,7 @@ func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGroupRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{42}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DeleteGroupRequest) GetGroup() string {
@@ -2621,7 +3002,7 @@ type DeleteGroupResponse struct {
 
 func (x *DeleteGroupResponse) Reset() {
 	*x = DeleteGroupResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[43]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2633,7 +3014,7 @@ func (x *DeleteGroupResponse) String() string {
 func (*DeleteGroupResponse) ProtoMessage() {}
 
 func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[43]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2646,7 +3027,7 @@ func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGroupResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{43}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{48}
 }
 
 type ResetGroupRequest struct {
@@ -2659,7 +3040,7 @@ type ResetGroupRequest struct {
 
 func (x *ResetGroupRequest) Reset() {
 	*x = ResetGroupRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[44]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2671,7 +3052,7 @@ func (x *ResetGroupRequest) String() string {
 func (*ResetGroupRequest) ProtoMessage() {}
 
 func (x *ResetGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[44]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2684,7 +3065,7 @@ func (x *ResetGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetGroupRequest.ProtoReflect.Descriptor instead.
 func (*ResetGroupRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{44}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ResetGroupRequest) GetGroup() string {
@@ -2709,7 +3090,7 @@ type ResetGroupResponse struct {
 
 func (x *ResetGroupResponse) Reset() {
 	*x = ResetGroupResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[45]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2721,7 +3102,7 @@ func (x *ResetGroupResponse) String() string {
 func (*ResetGroupResponse) ProtoMessage() {}
 
 func (x *ResetGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[45]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2734,7 +3115,7 @@ func (x *ResetGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetGroupResponse.ProtoReflect.Descriptor instead.
 func (*ResetGroupResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{45}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{50}
 }
 
 type ListDeadLettersRequest struct {
@@ -2748,7 +3129,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[46]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2760,7 +3141,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[46]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2773,7 +3154,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{46}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListDeadLettersRequest) GetGroup() string {
@@ -2803,7 +3184,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[47]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2815,7 +3196,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[47]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2828,7 +3209,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{47}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListDeadLettersResponse) GetCount() int64 {
@@ -2856,7 +3237,7 @@ type ReplayDeadLettersRequest struct {
 
 func (x *ReplayDeadLettersRequest) Reset() {
 	*x = ReplayDeadLettersRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[48]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2868,7 +3249,7 @@ func (x *ReplayDeadLettersRequest) String() string {
 func (*ReplayDeadLettersRequest) ProtoMessage() {}
 
 func (x *ReplayDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[48]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2881,7 +3262,7 @@ func (x *ReplayDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ReplayDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{48}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ReplayDeadLettersRequest) GetGroup() string {
@@ -2907,7 +3288,7 @@ type ReplayDeadLettersResponse struct {
 
 func (x *ReplayDeadLettersResponse) Reset() {
 	*x = ReplayDeadLettersResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[49]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2919,7 +3300,7 @@ func (x *ReplayDeadLettersResponse) String() string {
 func (*ReplayDeadLettersResponse) ProtoMessage() {}
 
 func (x *ReplayDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[49]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2932,7 +3313,7 @@ func (x *ReplayDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ReplayDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{49}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ReplayDeadLettersResponse) GetReplayed() int32 {
@@ -2951,7 +3332,7 @@ type PurgeDeadLettersRequest struct {
 
 func (x *PurgeDeadLettersRequest) Reset() {
 	*x = PurgeDeadLettersRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[50]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2963,7 +3344,7 @@ func (x *PurgeDeadLettersRequest) String() string {
 func (*PurgeDeadLettersRequest) ProtoMessage() {}
 
 func (x *PurgeDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[50]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2976,7 +3357,7 @@ func (x *PurgeDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*PurgeDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{50}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *PurgeDeadLettersRequest) GetGroup() string {
@@ -2995,7 +3376,7 @@ type PurgeDeadLettersResponse struct {
 
 func (x *PurgeDeadLettersResponse) Reset() {
 	*x = PurgeDeadLettersResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[51]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3007,7 +3388,7 @@ func (x *PurgeDeadLettersResponse) String() string {
 func (*PurgeDeadLettersResponse) ProtoMessage() {}
 
 func (x *PurgeDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[51]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3020,7 +3401,7 @@ func (x *PurgeDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*PurgeDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{51}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *PurgeDeadLettersResponse) GetPurged() int32 {
@@ -3073,7 +3454,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\x04time\x12\x12\n" +
 	"\x03seq\x18\x04 \x01(\x04H\x00R\x03seqB\n" +
 	"\n" +
-	"\bposition\"\xd3\x02\n" +
+	"\bposition\"\xf0\x02\n" +
 	"\x10SubscribeRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
 	"\x05group\x18\x02 \x01(\tR\x05group\x123\n" +
@@ -3082,13 +3463,22 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\fack_deadline\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vackDeadline\x12$\n" +
 	"\x0eordered_by_key\x18\x06 \x01(\bR\forderedByKey\x12\"\n" +
 	"\rmax_in_flight\x18\a \x01(\x05R\vmaxInFlight\x123\n" +
-	"\abackoff\x18\b \x03(\v2\x19.google.protobuf.DurationR\abackoff\"\x92\x01\n" +
+	"\abackoff\x18\b \x03(\v2\x19.google.protobuf.DurationR\abackoff\x12\x1b\n" +
+	"\tmax_batch\x18\t \x01(\x05R\bmaxBatch\"\xd0\x01\n" +
 	"\x11SubscribeResponse\x12<\n" +
 	"\n" +
 	"subscribed\x18\x01 \x01(\v2\x1a.switchboard.v1.SubscribedH\x00R\n" +
 	"subscribed\x126\n" +
-	"\bdelivery\x18\x02 \x01(\v2\x18.switchboard.v1.DeliveryH\x00R\bdeliveryB\a\n" +
-	"\x05event\"Y\n" +
+	"\bdelivery\x18\x02 \x01(\v2\x18.switchboard.v1.DeliveryH\x00R\bdelivery\x12<\n" +
+	"\n" +
+	"deliveries\x18\x03 \x01(\v2\x1a.switchboard.v1.DeliveriesH\x00R\n" +
+	"deliveriesB\a\n" +
+	"\x05event\"F\n" +
+	"\n" +
+	"Deliveries\x128\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x18.switchboard.v1.DeliveryR\n" +
+	"deliveries\"Y\n" +
 	"\n" +
 	"Subscribed\x12'\n" +
 	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12\"\n" +
@@ -3116,7 +3506,29 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\rExtendRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12)\n" +
 	"\x02by\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x02by\"\x10\n" +
-	"\x0eExtendResponse\"\x8e\x01\n" +
+	"\x0eExtendResponse\"\x88\x02\n" +
+	"\n" +
+	"Settlement\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12-\n" +
+	"\x02op\x18\x02 \x01(\x0e2\x1d.switchboard.v1.Settlement.OpR\x02op\x12/\n" +
+	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12)\n" +
+	"\x02by\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x02by\"A\n" +
+	"\x02Op\x12\x12\n" +
+	"\x0eOP_UNSPECIFIED\x10\x00\x12\a\n" +
+	"\x03ACK\x10\x01\x12\b\n" +
+	"\x04NACK\x10\x02\x12\b\n" +
+	"\x04TERM\x10\x03\x12\n" +
+	"\n" +
+	"\x06EXTEND\x10\x04\"M\n" +
+	"\rSettleRequest\x12<\n" +
+	"\vsettlements\x18\x01 \x03(\v2\x1a.switchboard.v1.SettlementR\vsettlements\"T\n" +
+	"\fSettleResult\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"H\n" +
+	"\x0eSettleResponse\x126\n" +
+	"\aresults\x18\x01 \x03(\v2\x1c.switchboard.v1.SettleResultR\aresults\"\x8e\x01\n" +
 	"\x0eRequestRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x121\n" +
 	"\amessage\x18\x02 \x01(\v2\x17.switchboard.v1.MessageR\amessage\x123\n" +
@@ -3127,7 +3539,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x121\n" +
 	"\amessage\x18\x02 \x01(\v2\x17.switchboard.v1.MessageR\amessage\"\x0f\n" +
 	"\rReplyResponse\"\x18\n" +
-	"\x16GetCapabilitiesRequest\"\xab\x04\n" +
+	"\x16GetCapabilitiesRequest\"\xc8\x04\n" +
 	"\x17GetCapabilitiesResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\adurable\x18\x02 \x01(\bR\adurable\x12\x16\n" +
@@ -3152,7 +3564,8 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"maxPayload\x12\x14\n" +
 	"\x05admin\x18\x12 \x03(\tR\x05admin\x12\x1f\n" +
 	"\vhub_version\x18\x13 \x01(\tR\n" +
-	"hubVersion\"\x98\x01\n" +
+	"hubVersion\x12\x1b\n" +
+	"\tmax_batch\x18\x14 \x01(\x05R\bmaxBatch\"\x98\x01\n" +
 	"\tRetention\x122\n" +
 	"\amax_age\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x06maxAge\x12\x1b\n" +
 	"\tmax_bytes\x18\x02 \x01(\x03R\bmaxBytes\x12\x1b\n" +
@@ -3231,7 +3644,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x17PurgeDeadLettersRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\"2\n" +
 	"\x18PurgeDeadLettersResponse\x12\x16\n" +
-	"\x06purged\x18\x01 \x01(\x05R\x06purged2\xc5\x14\n" +
+	"\x06purged\x18\x01 \x01(\x05R\x06purged2\xb0\x15\n" +
 	"\x12SwitchboardService\x12x\n" +
 	"\aPublish\x12\x1e.switchboard.v1.PublishRequest\x1a\x1f.switchboard.v1.PublishResponse\",\x82\xd3\xe4\x93\x02&:\amessage\"\x1b/v1/topics/{topic}/messages\x12\x87\x01\n" +
 	"\fPublishBatch\x12#.switchboard.v1.PublishBatchRequest\x1a$.switchboard.v1.PublishBatchResponse\",\x82\xd3\xe4\x93\x02&:\x01*\"!/v1/topics/{topic}/messages:batch\x12R\n" +
@@ -3239,7 +3652,8 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x03Ack\x12\x1a.switchboard.v1.AckRequest\x1a\x1b.switchboard.v1.AckResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/deliveries/{token}:ack\x12i\n" +
 	"\x04Nack\x12\x1b.switchboard.v1.NackRequest\x1a\x1c.switchboard.v1.NackResponse\"&\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/deliveries/{token}:nack\x12i\n" +
 	"\x04Term\x12\x1b.switchboard.v1.TermRequest\x1a\x1c.switchboard.v1.TermResponse\"&\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/deliveries/{token}:term\x12q\n" +
-	"\x06Extend\x12\x1d.switchboard.v1.ExtendRequest\x1a\x1e.switchboard.v1.ExtendResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/deliveries/{token}:extend\x12q\n" +
+	"\x06Extend\x12\x1d.switchboard.v1.ExtendRequest\x1a\x1e.switchboard.v1.ExtendResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/deliveries/{token}:extend\x12i\n" +
+	"\x06Settle\x12\x1d.switchboard.v1.SettleRequest\x1a\x1e.switchboard.v1.SettleResponse\" \x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/deliveries:settle\x12q\n" +
 	"\aRequest\x12\x1e.switchboard.v1.RequestRequest\x1a\x1f.switchboard.v1.RequestResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/topics/{topic}:request\x12s\n" +
 	"\x05Reply\x12\x1c.switchboard.v1.ReplyRequest\x1a\x1d.switchboard.v1.ReplyResponse\"-\x82\xd3\xe4\x93\x02':\amessage\"\x1c/v1/deliveries/{token}:reply\x12|\n" +
 	"\x0fGetCapabilities\x12&.switchboard.v1.GetCapabilitiesRequest\x1a'.switchboard.v1.GetCapabilitiesResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/capabilities\x12m\n" +
@@ -3275,148 +3689,164 @@ func file_switchboard_v1_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_switchboard_proto_rawDescData
 }
 
-var file_switchboard_v1_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_switchboard_v1_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_switchboard_v1_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_switchboard_v1_switchboard_proto_goTypes = []any{
-	(*Message)(nil),                   // 0: switchboard.v1.Message
-	(*MessageResult)(nil),             // 1: switchboard.v1.MessageResult
-	(*PublishRequest)(nil),            // 2: switchboard.v1.PublishRequest
-	(*PublishResponse)(nil),           // 3: switchboard.v1.PublishResponse
-	(*PublishBatchRequest)(nil),       // 4: switchboard.v1.PublishBatchRequest
-	(*PublishBatchResponse)(nil),      // 5: switchboard.v1.PublishBatchResponse
-	(*StartPosition)(nil),             // 6: switchboard.v1.StartPosition
-	(*SubscribeRequest)(nil),          // 7: switchboard.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),         // 8: switchboard.v1.SubscribeResponse
-	(*Subscribed)(nil),                // 9: switchboard.v1.Subscribed
-	(*Delivery)(nil),                  // 10: switchboard.v1.Delivery
-	(*AckRequest)(nil),                // 11: switchboard.v1.AckRequest
-	(*AckResponse)(nil),               // 12: switchboard.v1.AckResponse
-	(*NackRequest)(nil),               // 13: switchboard.v1.NackRequest
-	(*NackResponse)(nil),              // 14: switchboard.v1.NackResponse
-	(*TermRequest)(nil),               // 15: switchboard.v1.TermRequest
-	(*TermResponse)(nil),              // 16: switchboard.v1.TermResponse
-	(*ExtendRequest)(nil),             // 17: switchboard.v1.ExtendRequest
-	(*ExtendResponse)(nil),            // 18: switchboard.v1.ExtendResponse
-	(*RequestRequest)(nil),            // 19: switchboard.v1.RequestRequest
-	(*RequestResponse)(nil),           // 20: switchboard.v1.RequestResponse
-	(*ReplyRequest)(nil),              // 21: switchboard.v1.ReplyRequest
-	(*ReplyResponse)(nil),             // 22: switchboard.v1.ReplyResponse
-	(*GetCapabilitiesRequest)(nil),    // 23: switchboard.v1.GetCapabilitiesRequest
-	(*GetCapabilitiesResponse)(nil),   // 24: switchboard.v1.GetCapabilitiesResponse
-	(*Retention)(nil),                 // 25: switchboard.v1.Retention
-	(*TopicInfo)(nil),                 // 26: switchboard.v1.TopicInfo
-	(*CreateTopicRequest)(nil),        // 27: switchboard.v1.CreateTopicRequest
-	(*CreateTopicResponse)(nil),       // 28: switchboard.v1.CreateTopicResponse
-	(*ListTopicsRequest)(nil),         // 29: switchboard.v1.ListTopicsRequest
-	(*ListTopicsResponse)(nil),        // 30: switchboard.v1.ListTopicsResponse
-	(*DescribeTopicRequest)(nil),      // 31: switchboard.v1.DescribeTopicRequest
-	(*DescribeTopicResponse)(nil),     // 32: switchboard.v1.DescribeTopicResponse
-	(*DeleteTopicRequest)(nil),        // 33: switchboard.v1.DeleteTopicRequest
-	(*DeleteTopicResponse)(nil),       // 34: switchboard.v1.DeleteTopicResponse
-	(*GroupInfo)(nil),                 // 35: switchboard.v1.GroupInfo
-	(*CreateGroupRequest)(nil),        // 36: switchboard.v1.CreateGroupRequest
-	(*CreateGroupResponse)(nil),       // 37: switchboard.v1.CreateGroupResponse
-	(*ListGroupsRequest)(nil),         // 38: switchboard.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),        // 39: switchboard.v1.ListGroupsResponse
-	(*DescribeGroupRequest)(nil),      // 40: switchboard.v1.DescribeGroupRequest
-	(*DescribeGroupResponse)(nil),     // 41: switchboard.v1.DescribeGroupResponse
-	(*DeleteGroupRequest)(nil),        // 42: switchboard.v1.DeleteGroupRequest
-	(*DeleteGroupResponse)(nil),       // 43: switchboard.v1.DeleteGroupResponse
-	(*ResetGroupRequest)(nil),         // 44: switchboard.v1.ResetGroupRequest
-	(*ResetGroupResponse)(nil),        // 45: switchboard.v1.ResetGroupResponse
-	(*ListDeadLettersRequest)(nil),    // 46: switchboard.v1.ListDeadLettersRequest
-	(*ListDeadLettersResponse)(nil),   // 47: switchboard.v1.ListDeadLettersResponse
-	(*ReplayDeadLettersRequest)(nil),  // 48: switchboard.v1.ReplayDeadLettersRequest
-	(*ReplayDeadLettersResponse)(nil), // 49: switchboard.v1.ReplayDeadLettersResponse
-	(*PurgeDeadLettersRequest)(nil),   // 50: switchboard.v1.PurgeDeadLettersRequest
-	(*PurgeDeadLettersResponse)(nil),  // 51: switchboard.v1.PurgeDeadLettersResponse
-	nil,                               // 52: switchboard.v1.Message.HeadersEntry
-	nil,                               // 53: switchboard.v1.GroupInfo.CursorsEntry
-	(*timestamppb.Timestamp)(nil),     // 54: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 55: google.protobuf.Duration
+	(Settlement_Op)(0),                // 0: switchboard.v1.Settlement.Op
+	(*Message)(nil),                   // 1: switchboard.v1.Message
+	(*MessageResult)(nil),             // 2: switchboard.v1.MessageResult
+	(*PublishRequest)(nil),            // 3: switchboard.v1.PublishRequest
+	(*PublishResponse)(nil),           // 4: switchboard.v1.PublishResponse
+	(*PublishBatchRequest)(nil),       // 5: switchboard.v1.PublishBatchRequest
+	(*PublishBatchResponse)(nil),      // 6: switchboard.v1.PublishBatchResponse
+	(*StartPosition)(nil),             // 7: switchboard.v1.StartPosition
+	(*SubscribeRequest)(nil),          // 8: switchboard.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),         // 9: switchboard.v1.SubscribeResponse
+	(*Deliveries)(nil),                // 10: switchboard.v1.Deliveries
+	(*Subscribed)(nil),                // 11: switchboard.v1.Subscribed
+	(*Delivery)(nil),                  // 12: switchboard.v1.Delivery
+	(*AckRequest)(nil),                // 13: switchboard.v1.AckRequest
+	(*AckResponse)(nil),               // 14: switchboard.v1.AckResponse
+	(*NackRequest)(nil),               // 15: switchboard.v1.NackRequest
+	(*NackResponse)(nil),              // 16: switchboard.v1.NackResponse
+	(*TermRequest)(nil),               // 17: switchboard.v1.TermRequest
+	(*TermResponse)(nil),              // 18: switchboard.v1.TermResponse
+	(*ExtendRequest)(nil),             // 19: switchboard.v1.ExtendRequest
+	(*ExtendResponse)(nil),            // 20: switchboard.v1.ExtendResponse
+	(*Settlement)(nil),                // 21: switchboard.v1.Settlement
+	(*SettleRequest)(nil),             // 22: switchboard.v1.SettleRequest
+	(*SettleResult)(nil),              // 23: switchboard.v1.SettleResult
+	(*SettleResponse)(nil),            // 24: switchboard.v1.SettleResponse
+	(*RequestRequest)(nil),            // 25: switchboard.v1.RequestRequest
+	(*RequestResponse)(nil),           // 26: switchboard.v1.RequestResponse
+	(*ReplyRequest)(nil),              // 27: switchboard.v1.ReplyRequest
+	(*ReplyResponse)(nil),             // 28: switchboard.v1.ReplyResponse
+	(*GetCapabilitiesRequest)(nil),    // 29: switchboard.v1.GetCapabilitiesRequest
+	(*GetCapabilitiesResponse)(nil),   // 30: switchboard.v1.GetCapabilitiesResponse
+	(*Retention)(nil),                 // 31: switchboard.v1.Retention
+	(*TopicInfo)(nil),                 // 32: switchboard.v1.TopicInfo
+	(*CreateTopicRequest)(nil),        // 33: switchboard.v1.CreateTopicRequest
+	(*CreateTopicResponse)(nil),       // 34: switchboard.v1.CreateTopicResponse
+	(*ListTopicsRequest)(nil),         // 35: switchboard.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),        // 36: switchboard.v1.ListTopicsResponse
+	(*DescribeTopicRequest)(nil),      // 37: switchboard.v1.DescribeTopicRequest
+	(*DescribeTopicResponse)(nil),     // 38: switchboard.v1.DescribeTopicResponse
+	(*DeleteTopicRequest)(nil),        // 39: switchboard.v1.DeleteTopicRequest
+	(*DeleteTopicResponse)(nil),       // 40: switchboard.v1.DeleteTopicResponse
+	(*GroupInfo)(nil),                 // 41: switchboard.v1.GroupInfo
+	(*CreateGroupRequest)(nil),        // 42: switchboard.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),       // 43: switchboard.v1.CreateGroupResponse
+	(*ListGroupsRequest)(nil),         // 44: switchboard.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),        // 45: switchboard.v1.ListGroupsResponse
+	(*DescribeGroupRequest)(nil),      // 46: switchboard.v1.DescribeGroupRequest
+	(*DescribeGroupResponse)(nil),     // 47: switchboard.v1.DescribeGroupResponse
+	(*DeleteGroupRequest)(nil),        // 48: switchboard.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),       // 49: switchboard.v1.DeleteGroupResponse
+	(*ResetGroupRequest)(nil),         // 50: switchboard.v1.ResetGroupRequest
+	(*ResetGroupResponse)(nil),        // 51: switchboard.v1.ResetGroupResponse
+	(*ListDeadLettersRequest)(nil),    // 52: switchboard.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),   // 53: switchboard.v1.ListDeadLettersResponse
+	(*ReplayDeadLettersRequest)(nil),  // 54: switchboard.v1.ReplayDeadLettersRequest
+	(*ReplayDeadLettersResponse)(nil), // 55: switchboard.v1.ReplayDeadLettersResponse
+	(*PurgeDeadLettersRequest)(nil),   // 56: switchboard.v1.PurgeDeadLettersRequest
+	(*PurgeDeadLettersResponse)(nil),  // 57: switchboard.v1.PurgeDeadLettersResponse
+	nil,                               // 58: switchboard.v1.Message.HeadersEntry
+	nil,                               // 59: switchboard.v1.GroupInfo.CursorsEntry
+	(*timestamppb.Timestamp)(nil),     // 60: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 61: google.protobuf.Duration
 }
 var file_switchboard_v1_switchboard_proto_depIdxs = []int32{
-	52, // 0: switchboard.v1.Message.headers:type_name -> switchboard.v1.Message.HeadersEntry
-	54, // 1: switchboard.v1.Message.published_at:type_name -> google.protobuf.Timestamp
-	54, // 2: switchboard.v1.Message.deliver_at:type_name -> google.protobuf.Timestamp
-	54, // 3: switchboard.v1.Message.expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 4: switchboard.v1.PublishRequest.message:type_name -> switchboard.v1.Message
-	1,  // 5: switchboard.v1.PublishResponse.result:type_name -> switchboard.v1.MessageResult
-	0,  // 6: switchboard.v1.PublishBatchRequest.messages:type_name -> switchboard.v1.Message
-	1,  // 7: switchboard.v1.PublishBatchResponse.results:type_name -> switchboard.v1.MessageResult
-	54, // 8: switchboard.v1.StartPosition.time:type_name -> google.protobuf.Timestamp
-	6,  // 9: switchboard.v1.SubscribeRequest.start:type_name -> switchboard.v1.StartPosition
-	55, // 10: switchboard.v1.SubscribeRequest.ack_deadline:type_name -> google.protobuf.Duration
-	55, // 11: switchboard.v1.SubscribeRequest.backoff:type_name -> google.protobuf.Duration
-	9,  // 12: switchboard.v1.SubscribeResponse.subscribed:type_name -> switchboard.v1.Subscribed
-	10, // 13: switchboard.v1.SubscribeResponse.delivery:type_name -> switchboard.v1.Delivery
-	0,  // 14: switchboard.v1.Delivery.message:type_name -> switchboard.v1.Message
-	54, // 15: switchboard.v1.Delivery.deadline:type_name -> google.protobuf.Timestamp
-	55, // 16: switchboard.v1.NackRequest.delay:type_name -> google.protobuf.Duration
-	55, // 17: switchboard.v1.ExtendRequest.by:type_name -> google.protobuf.Duration
-	0,  // 18: switchboard.v1.RequestRequest.message:type_name -> switchboard.v1.Message
-	55, // 19: switchboard.v1.RequestRequest.timeout:type_name -> google.protobuf.Duration
-	0,  // 20: switchboard.v1.RequestResponse.message:type_name -> switchboard.v1.Message
-	0,  // 21: switchboard.v1.ReplyRequest.message:type_name -> switchboard.v1.Message
-	55, // 22: switchboard.v1.Retention.max_age:type_name -> google.protobuf.Duration
-	25, // 23: switchboard.v1.TopicInfo.retention:type_name -> switchboard.v1.Retention
-	25, // 24: switchboard.v1.CreateTopicRequest.retention:type_name -> switchboard.v1.Retention
-	26, // 25: switchboard.v1.ListTopicsResponse.topics:type_name -> switchboard.v1.TopicInfo
-	26, // 26: switchboard.v1.DescribeTopicResponse.topic:type_name -> switchboard.v1.TopicInfo
-	53, // 27: switchboard.v1.GroupInfo.cursors:type_name -> switchboard.v1.GroupInfo.CursorsEntry
-	6,  // 28: switchboard.v1.CreateGroupRequest.start:type_name -> switchboard.v1.StartPosition
-	35, // 29: switchboard.v1.ListGroupsResponse.groups:type_name -> switchboard.v1.GroupInfo
-	35, // 30: switchboard.v1.DescribeGroupResponse.group:type_name -> switchboard.v1.GroupInfo
-	6,  // 31: switchboard.v1.ResetGroupRequest.start:type_name -> switchboard.v1.StartPosition
-	0,  // 32: switchboard.v1.ListDeadLettersResponse.messages:type_name -> switchboard.v1.Message
-	2,  // 33: switchboard.v1.SwitchboardService.Publish:input_type -> switchboard.v1.PublishRequest
-	4,  // 34: switchboard.v1.SwitchboardService.PublishBatch:input_type -> switchboard.v1.PublishBatchRequest
-	7,  // 35: switchboard.v1.SwitchboardService.Subscribe:input_type -> switchboard.v1.SubscribeRequest
-	11, // 36: switchboard.v1.SwitchboardService.Ack:input_type -> switchboard.v1.AckRequest
-	13, // 37: switchboard.v1.SwitchboardService.Nack:input_type -> switchboard.v1.NackRequest
-	15, // 38: switchboard.v1.SwitchboardService.Term:input_type -> switchboard.v1.TermRequest
-	17, // 39: switchboard.v1.SwitchboardService.Extend:input_type -> switchboard.v1.ExtendRequest
-	19, // 40: switchboard.v1.SwitchboardService.Request:input_type -> switchboard.v1.RequestRequest
-	21, // 41: switchboard.v1.SwitchboardService.Reply:input_type -> switchboard.v1.ReplyRequest
-	23, // 42: switchboard.v1.SwitchboardService.GetCapabilities:input_type -> switchboard.v1.GetCapabilitiesRequest
-	27, // 43: switchboard.v1.SwitchboardService.CreateTopic:input_type -> switchboard.v1.CreateTopicRequest
-	29, // 44: switchboard.v1.SwitchboardService.ListTopics:input_type -> switchboard.v1.ListTopicsRequest
-	31, // 45: switchboard.v1.SwitchboardService.DescribeTopic:input_type -> switchboard.v1.DescribeTopicRequest
-	33, // 46: switchboard.v1.SwitchboardService.DeleteTopic:input_type -> switchboard.v1.DeleteTopicRequest
-	36, // 47: switchboard.v1.SwitchboardService.CreateGroup:input_type -> switchboard.v1.CreateGroupRequest
-	38, // 48: switchboard.v1.SwitchboardService.ListGroups:input_type -> switchboard.v1.ListGroupsRequest
-	40, // 49: switchboard.v1.SwitchboardService.DescribeGroup:input_type -> switchboard.v1.DescribeGroupRequest
-	42, // 50: switchboard.v1.SwitchboardService.DeleteGroup:input_type -> switchboard.v1.DeleteGroupRequest
-	44, // 51: switchboard.v1.SwitchboardService.ResetGroup:input_type -> switchboard.v1.ResetGroupRequest
-	46, // 52: switchboard.v1.SwitchboardService.ListDeadLetters:input_type -> switchboard.v1.ListDeadLettersRequest
-	48, // 53: switchboard.v1.SwitchboardService.ReplayDeadLetters:input_type -> switchboard.v1.ReplayDeadLettersRequest
-	50, // 54: switchboard.v1.SwitchboardService.PurgeDeadLetters:input_type -> switchboard.v1.PurgeDeadLettersRequest
-	3,  // 55: switchboard.v1.SwitchboardService.Publish:output_type -> switchboard.v1.PublishResponse
-	5,  // 56: switchboard.v1.SwitchboardService.PublishBatch:output_type -> switchboard.v1.PublishBatchResponse
-	8,  // 57: switchboard.v1.SwitchboardService.Subscribe:output_type -> switchboard.v1.SubscribeResponse
-	12, // 58: switchboard.v1.SwitchboardService.Ack:output_type -> switchboard.v1.AckResponse
-	14, // 59: switchboard.v1.SwitchboardService.Nack:output_type -> switchboard.v1.NackResponse
-	16, // 60: switchboard.v1.SwitchboardService.Term:output_type -> switchboard.v1.TermResponse
-	18, // 61: switchboard.v1.SwitchboardService.Extend:output_type -> switchboard.v1.ExtendResponse
-	20, // 62: switchboard.v1.SwitchboardService.Request:output_type -> switchboard.v1.RequestResponse
-	22, // 63: switchboard.v1.SwitchboardService.Reply:output_type -> switchboard.v1.ReplyResponse
-	24, // 64: switchboard.v1.SwitchboardService.GetCapabilities:output_type -> switchboard.v1.GetCapabilitiesResponse
-	28, // 65: switchboard.v1.SwitchboardService.CreateTopic:output_type -> switchboard.v1.CreateTopicResponse
-	30, // 66: switchboard.v1.SwitchboardService.ListTopics:output_type -> switchboard.v1.ListTopicsResponse
-	32, // 67: switchboard.v1.SwitchboardService.DescribeTopic:output_type -> switchboard.v1.DescribeTopicResponse
-	34, // 68: switchboard.v1.SwitchboardService.DeleteTopic:output_type -> switchboard.v1.DeleteTopicResponse
-	37, // 69: switchboard.v1.SwitchboardService.CreateGroup:output_type -> switchboard.v1.CreateGroupResponse
-	39, // 70: switchboard.v1.SwitchboardService.ListGroups:output_type -> switchboard.v1.ListGroupsResponse
-	41, // 71: switchboard.v1.SwitchboardService.DescribeGroup:output_type -> switchboard.v1.DescribeGroupResponse
-	43, // 72: switchboard.v1.SwitchboardService.DeleteGroup:output_type -> switchboard.v1.DeleteGroupResponse
-	45, // 73: switchboard.v1.SwitchboardService.ResetGroup:output_type -> switchboard.v1.ResetGroupResponse
-	47, // 74: switchboard.v1.SwitchboardService.ListDeadLetters:output_type -> switchboard.v1.ListDeadLettersResponse
-	49, // 75: switchboard.v1.SwitchboardService.ReplayDeadLetters:output_type -> switchboard.v1.ReplayDeadLettersResponse
-	51, // 76: switchboard.v1.SwitchboardService.PurgeDeadLetters:output_type -> switchboard.v1.PurgeDeadLettersResponse
-	55, // [55:77] is the sub-list for method output_type
-	33, // [33:55] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	58, // 0: switchboard.v1.Message.headers:type_name -> switchboard.v1.Message.HeadersEntry
+	60, // 1: switchboard.v1.Message.published_at:type_name -> google.protobuf.Timestamp
+	60, // 2: switchboard.v1.Message.deliver_at:type_name -> google.protobuf.Timestamp
+	60, // 3: switchboard.v1.Message.expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 4: switchboard.v1.PublishRequest.message:type_name -> switchboard.v1.Message
+	2,  // 5: switchboard.v1.PublishResponse.result:type_name -> switchboard.v1.MessageResult
+	1,  // 6: switchboard.v1.PublishBatchRequest.messages:type_name -> switchboard.v1.Message
+	2,  // 7: switchboard.v1.PublishBatchResponse.results:type_name -> switchboard.v1.MessageResult
+	60, // 8: switchboard.v1.StartPosition.time:type_name -> google.protobuf.Timestamp
+	7,  // 9: switchboard.v1.SubscribeRequest.start:type_name -> switchboard.v1.StartPosition
+	61, // 10: switchboard.v1.SubscribeRequest.ack_deadline:type_name -> google.protobuf.Duration
+	61, // 11: switchboard.v1.SubscribeRequest.backoff:type_name -> google.protobuf.Duration
+	11, // 12: switchboard.v1.SubscribeResponse.subscribed:type_name -> switchboard.v1.Subscribed
+	12, // 13: switchboard.v1.SubscribeResponse.delivery:type_name -> switchboard.v1.Delivery
+	10, // 14: switchboard.v1.SubscribeResponse.deliveries:type_name -> switchboard.v1.Deliveries
+	12, // 15: switchboard.v1.Deliveries.deliveries:type_name -> switchboard.v1.Delivery
+	1,  // 16: switchboard.v1.Delivery.message:type_name -> switchboard.v1.Message
+	60, // 17: switchboard.v1.Delivery.deadline:type_name -> google.protobuf.Timestamp
+	61, // 18: switchboard.v1.NackRequest.delay:type_name -> google.protobuf.Duration
+	61, // 19: switchboard.v1.ExtendRequest.by:type_name -> google.protobuf.Duration
+	0,  // 20: switchboard.v1.Settlement.op:type_name -> switchboard.v1.Settlement.Op
+	61, // 21: switchboard.v1.Settlement.delay:type_name -> google.protobuf.Duration
+	61, // 22: switchboard.v1.Settlement.by:type_name -> google.protobuf.Duration
+	21, // 23: switchboard.v1.SettleRequest.settlements:type_name -> switchboard.v1.Settlement
+	23, // 24: switchboard.v1.SettleResponse.results:type_name -> switchboard.v1.SettleResult
+	1,  // 25: switchboard.v1.RequestRequest.message:type_name -> switchboard.v1.Message
+	61, // 26: switchboard.v1.RequestRequest.timeout:type_name -> google.protobuf.Duration
+	1,  // 27: switchboard.v1.RequestResponse.message:type_name -> switchboard.v1.Message
+	1,  // 28: switchboard.v1.ReplyRequest.message:type_name -> switchboard.v1.Message
+	61, // 29: switchboard.v1.Retention.max_age:type_name -> google.protobuf.Duration
+	31, // 30: switchboard.v1.TopicInfo.retention:type_name -> switchboard.v1.Retention
+	31, // 31: switchboard.v1.CreateTopicRequest.retention:type_name -> switchboard.v1.Retention
+	32, // 32: switchboard.v1.ListTopicsResponse.topics:type_name -> switchboard.v1.TopicInfo
+	32, // 33: switchboard.v1.DescribeTopicResponse.topic:type_name -> switchboard.v1.TopicInfo
+	59, // 34: switchboard.v1.GroupInfo.cursors:type_name -> switchboard.v1.GroupInfo.CursorsEntry
+	7,  // 35: switchboard.v1.CreateGroupRequest.start:type_name -> switchboard.v1.StartPosition
+	41, // 36: switchboard.v1.ListGroupsResponse.groups:type_name -> switchboard.v1.GroupInfo
+	41, // 37: switchboard.v1.DescribeGroupResponse.group:type_name -> switchboard.v1.GroupInfo
+	7,  // 38: switchboard.v1.ResetGroupRequest.start:type_name -> switchboard.v1.StartPosition
+	1,  // 39: switchboard.v1.ListDeadLettersResponse.messages:type_name -> switchboard.v1.Message
+	3,  // 40: switchboard.v1.SwitchboardService.Publish:input_type -> switchboard.v1.PublishRequest
+	5,  // 41: switchboard.v1.SwitchboardService.PublishBatch:input_type -> switchboard.v1.PublishBatchRequest
+	8,  // 42: switchboard.v1.SwitchboardService.Subscribe:input_type -> switchboard.v1.SubscribeRequest
+	13, // 43: switchboard.v1.SwitchboardService.Ack:input_type -> switchboard.v1.AckRequest
+	15, // 44: switchboard.v1.SwitchboardService.Nack:input_type -> switchboard.v1.NackRequest
+	17, // 45: switchboard.v1.SwitchboardService.Term:input_type -> switchboard.v1.TermRequest
+	19, // 46: switchboard.v1.SwitchboardService.Extend:input_type -> switchboard.v1.ExtendRequest
+	22, // 47: switchboard.v1.SwitchboardService.Settle:input_type -> switchboard.v1.SettleRequest
+	25, // 48: switchboard.v1.SwitchboardService.Request:input_type -> switchboard.v1.RequestRequest
+	27, // 49: switchboard.v1.SwitchboardService.Reply:input_type -> switchboard.v1.ReplyRequest
+	29, // 50: switchboard.v1.SwitchboardService.GetCapabilities:input_type -> switchboard.v1.GetCapabilitiesRequest
+	33, // 51: switchboard.v1.SwitchboardService.CreateTopic:input_type -> switchboard.v1.CreateTopicRequest
+	35, // 52: switchboard.v1.SwitchboardService.ListTopics:input_type -> switchboard.v1.ListTopicsRequest
+	37, // 53: switchboard.v1.SwitchboardService.DescribeTopic:input_type -> switchboard.v1.DescribeTopicRequest
+	39, // 54: switchboard.v1.SwitchboardService.DeleteTopic:input_type -> switchboard.v1.DeleteTopicRequest
+	42, // 55: switchboard.v1.SwitchboardService.CreateGroup:input_type -> switchboard.v1.CreateGroupRequest
+	44, // 56: switchboard.v1.SwitchboardService.ListGroups:input_type -> switchboard.v1.ListGroupsRequest
+	46, // 57: switchboard.v1.SwitchboardService.DescribeGroup:input_type -> switchboard.v1.DescribeGroupRequest
+	48, // 58: switchboard.v1.SwitchboardService.DeleteGroup:input_type -> switchboard.v1.DeleteGroupRequest
+	50, // 59: switchboard.v1.SwitchboardService.ResetGroup:input_type -> switchboard.v1.ResetGroupRequest
+	52, // 60: switchboard.v1.SwitchboardService.ListDeadLetters:input_type -> switchboard.v1.ListDeadLettersRequest
+	54, // 61: switchboard.v1.SwitchboardService.ReplayDeadLetters:input_type -> switchboard.v1.ReplayDeadLettersRequest
+	56, // 62: switchboard.v1.SwitchboardService.PurgeDeadLetters:input_type -> switchboard.v1.PurgeDeadLettersRequest
+	4,  // 63: switchboard.v1.SwitchboardService.Publish:output_type -> switchboard.v1.PublishResponse
+	6,  // 64: switchboard.v1.SwitchboardService.PublishBatch:output_type -> switchboard.v1.PublishBatchResponse
+	9,  // 65: switchboard.v1.SwitchboardService.Subscribe:output_type -> switchboard.v1.SubscribeResponse
+	14, // 66: switchboard.v1.SwitchboardService.Ack:output_type -> switchboard.v1.AckResponse
+	16, // 67: switchboard.v1.SwitchboardService.Nack:output_type -> switchboard.v1.NackResponse
+	18, // 68: switchboard.v1.SwitchboardService.Term:output_type -> switchboard.v1.TermResponse
+	20, // 69: switchboard.v1.SwitchboardService.Extend:output_type -> switchboard.v1.ExtendResponse
+	24, // 70: switchboard.v1.SwitchboardService.Settle:output_type -> switchboard.v1.SettleResponse
+	26, // 71: switchboard.v1.SwitchboardService.Request:output_type -> switchboard.v1.RequestResponse
+	28, // 72: switchboard.v1.SwitchboardService.Reply:output_type -> switchboard.v1.ReplyResponse
+	30, // 73: switchboard.v1.SwitchboardService.GetCapabilities:output_type -> switchboard.v1.GetCapabilitiesResponse
+	34, // 74: switchboard.v1.SwitchboardService.CreateTopic:output_type -> switchboard.v1.CreateTopicResponse
+	36, // 75: switchboard.v1.SwitchboardService.ListTopics:output_type -> switchboard.v1.ListTopicsResponse
+	38, // 76: switchboard.v1.SwitchboardService.DescribeTopic:output_type -> switchboard.v1.DescribeTopicResponse
+	40, // 77: switchboard.v1.SwitchboardService.DeleteTopic:output_type -> switchboard.v1.DeleteTopicResponse
+	43, // 78: switchboard.v1.SwitchboardService.CreateGroup:output_type -> switchboard.v1.CreateGroupResponse
+	45, // 79: switchboard.v1.SwitchboardService.ListGroups:output_type -> switchboard.v1.ListGroupsResponse
+	47, // 80: switchboard.v1.SwitchboardService.DescribeGroup:output_type -> switchboard.v1.DescribeGroupResponse
+	49, // 81: switchboard.v1.SwitchboardService.DeleteGroup:output_type -> switchboard.v1.DeleteGroupResponse
+	51, // 82: switchboard.v1.SwitchboardService.ResetGroup:output_type -> switchboard.v1.ResetGroupResponse
+	53, // 83: switchboard.v1.SwitchboardService.ListDeadLetters:output_type -> switchboard.v1.ListDeadLettersResponse
+	55, // 84: switchboard.v1.SwitchboardService.ReplayDeadLetters:output_type -> switchboard.v1.ReplayDeadLettersResponse
+	57, // 85: switchboard.v1.SwitchboardService.PurgeDeadLetters:output_type -> switchboard.v1.PurgeDeadLettersResponse
+	63, // [63:86] is the sub-list for method output_type
+	40, // [40:63] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_v1_switchboard_proto_init() }
@@ -3437,19 +3867,21 @@ func file_switchboard_v1_switchboard_proto_init() {
 	file_switchboard_v1_switchboard_proto_msgTypes[8].OneofWrappers = []any{
 		(*SubscribeResponse_Subscribed)(nil),
 		(*SubscribeResponse_Delivery)(nil),
+		(*SubscribeResponse_Deliveries)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_switchboard_proto_rawDesc), len(file_switchboard_v1_switchboard_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   54,
+			NumEnums:      1,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_switchboard_v1_switchboard_proto_goTypes,
 		DependencyIndexes: file_switchboard_v1_switchboard_proto_depIdxs,
+		EnumInfos:         file_switchboard_v1_switchboard_proto_enumTypes,
 		MessageInfos:      file_switchboard_v1_switchboard_proto_msgTypes,
 	}.Build()
 	File_switchboard_v1_switchboard_proto = out.File

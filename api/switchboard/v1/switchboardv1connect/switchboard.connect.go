@@ -68,6 +68,9 @@ const (
 	// SwitchboardServiceExtendProcedure is the fully-qualified name of the SwitchboardService's Extend
 	// RPC.
 	SwitchboardServiceExtendProcedure = "/switchboard.v1.SwitchboardService/Extend"
+	// SwitchboardServiceSettleProcedure is the fully-qualified name of the SwitchboardService's Settle
+	// RPC.
+	SwitchboardServiceSettleProcedure = "/switchboard.v1.SwitchboardService/Settle"
 	// SwitchboardServiceRequestProcedure is the fully-qualified name of the SwitchboardService's
 	// Request RPC.
 	SwitchboardServiceRequestProcedure = "/switchboard.v1.SwitchboardService/Request"
@@ -140,6 +143,14 @@ type SwitchboardServiceClient interface {
 	Term(context.Context, *connect.Request[v1.TermRequest]) (*connect.Response[v1.TermResponse], error)
 	// Extend pushes a delivery's deadline to now + by.
 	Extend(context.Context, *connect.Request[v1.ExtendRequest]) (*connect.Response[v1.ExtendResponse], error)
+	// Settle settles many deliveries in one call: each settlement acks, nacks,
+	// terms or extends one delivery by its token, as the single-delivery calls
+	// above would. Settlements are applied in order and independently: one
+	// that fails (an unknown or foreign token, an expired delivery) does not
+	// stop the others; the response has one result per settlement, in order.
+	// The call itself fails only when the request is invalid as a whole (no
+	// settlements, more than the hub's batch limit).
+	Settle(context.Context, *connect.Request[v1.SettleRequest]) (*connect.Response[v1.SettleResponse], error)
 	// Request publishes a request and waits up to timeout (required) for one
 	// reply. With nobody subscribed to the topic it fails at once
 	// (Unavailable, reason NO_RESPONDERS); with no reply in time it fails with
@@ -231,6 +242,12 @@ func NewSwitchboardServiceClient(httpClient connect.HTTPClient, baseURL string, 
 			httpClient,
 			baseURL+SwitchboardServiceExtendProcedure,
 			connect.WithSchema(switchboardServiceMethods.ByName("Extend")),
+			connect.WithClientOptions(opts...),
+		),
+		settle: connect.NewClient[v1.SettleRequest, v1.SettleResponse](
+			httpClient,
+			baseURL+SwitchboardServiceSettleProcedure,
+			connect.WithSchema(switchboardServiceMethods.ByName("Settle")),
 			connect.WithClientOptions(opts...),
 		),
 		request: connect.NewClient[v1.RequestRequest, v1.RequestResponse](
@@ -335,6 +352,7 @@ type switchboardServiceClient struct {
 	nack              *connect.Client[v1.NackRequest, v1.NackResponse]
 	term              *connect.Client[v1.TermRequest, v1.TermResponse]
 	extend            *connect.Client[v1.ExtendRequest, v1.ExtendResponse]
+	settle            *connect.Client[v1.SettleRequest, v1.SettleResponse]
 	request           *connect.Client[v1.RequestRequest, v1.RequestResponse]
 	reply             *connect.Client[v1.ReplyRequest, v1.ReplyResponse]
 	getCapabilities   *connect.Client[v1.GetCapabilitiesRequest, v1.GetCapabilitiesResponse]
@@ -385,6 +403,11 @@ func (c *switchboardServiceClient) Term(ctx context.Context, req *connect.Reques
 // Extend calls switchboard.v1.SwitchboardService.Extend.
 func (c *switchboardServiceClient) Extend(ctx context.Context, req *connect.Request[v1.ExtendRequest]) (*connect.Response[v1.ExtendResponse], error) {
 	return c.extend.CallUnary(ctx, req)
+}
+
+// Settle calls switchboard.v1.SwitchboardService.Settle.
+func (c *switchboardServiceClient) Settle(ctx context.Context, req *connect.Request[v1.SettleRequest]) (*connect.Response[v1.SettleResponse], error) {
+	return c.settle.CallUnary(ctx, req)
 }
 
 // Request calls switchboard.v1.SwitchboardService.Request.
@@ -487,6 +510,14 @@ type SwitchboardServiceHandler interface {
 	Term(context.Context, *connect.Request[v1.TermRequest]) (*connect.Response[v1.TermResponse], error)
 	// Extend pushes a delivery's deadline to now + by.
 	Extend(context.Context, *connect.Request[v1.ExtendRequest]) (*connect.Response[v1.ExtendResponse], error)
+	// Settle settles many deliveries in one call: each settlement acks, nacks,
+	// terms or extends one delivery by its token, as the single-delivery calls
+	// above would. Settlements are applied in order and independently: one
+	// that fails (an unknown or foreign token, an expired delivery) does not
+	// stop the others; the response has one result per settlement, in order.
+	// The call itself fails only when the request is invalid as a whole (no
+	// settlements, more than the hub's batch limit).
+	Settle(context.Context, *connect.Request[v1.SettleRequest]) (*connect.Response[v1.SettleResponse], error)
 	// Request publishes a request and waits up to timeout (required) for one
 	// reply. With nobody subscribed to the topic it fails at once
 	// (Unavailable, reason NO_RESPONDERS); with no reply in time it fails with
@@ -574,6 +605,12 @@ func NewSwitchboardServiceHandler(svc SwitchboardServiceHandler, opts ...connect
 		SwitchboardServiceExtendProcedure,
 		svc.Extend,
 		connect.WithSchema(switchboardServiceMethods.ByName("Extend")),
+		connect.WithHandlerOptions(opts...),
+	)
+	switchboardServiceSettleHandler := connect.NewUnaryHandler(
+		SwitchboardServiceSettleProcedure,
+		svc.Settle,
+		connect.WithSchema(switchboardServiceMethods.ByName("Settle")),
 		connect.WithHandlerOptions(opts...),
 	)
 	switchboardServiceRequestHandler := connect.NewUnaryHandler(
@@ -682,6 +719,8 @@ func NewSwitchboardServiceHandler(svc SwitchboardServiceHandler, opts ...connect
 			switchboardServiceTermHandler.ServeHTTP(w, r)
 		case SwitchboardServiceExtendProcedure:
 			switchboardServiceExtendHandler.ServeHTTP(w, r)
+		case SwitchboardServiceSettleProcedure:
+			switchboardServiceSettleHandler.ServeHTTP(w, r)
 		case SwitchboardServiceRequestProcedure:
 			switchboardServiceRequestHandler.ServeHTTP(w, r)
 		case SwitchboardServiceReplyProcedure:
@@ -747,6 +786,10 @@ func (UnimplementedSwitchboardServiceHandler) Term(context.Context, *connect.Req
 
 func (UnimplementedSwitchboardServiceHandler) Extend(context.Context, *connect.Request[v1.ExtendRequest]) (*connect.Response[v1.ExtendResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("switchboard.v1.SwitchboardService.Extend is not implemented"))
+}
+
+func (UnimplementedSwitchboardServiceHandler) Settle(context.Context, *connect.Request[v1.SettleRequest]) (*connect.Response[v1.SettleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("switchboard.v1.SwitchboardService.Settle is not implemented"))
 }
 
 func (UnimplementedSwitchboardServiceHandler) Request(context.Context, *connect.Request[v1.RequestRequest]) (*connect.Response[v1.RequestResponse], error) {
