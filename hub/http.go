@@ -128,9 +128,36 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 				r.Header.Set("Content-Type", "application/json")
 			}
 		}
+		if !isRPC(r) {
+			w = &restErrorType{ResponseWriter: w}
+		}
 		next.ServeHTTP(w, r)
 	})
 }
+
+// restErrorType corrects the Content-Type of REST error bodies: the REST
+// transcoder answers a body it cannot decode with a JSON google.rpc.Status
+// labelled application/proto.
+type restErrorType struct {
+	http.ResponseWriter
+}
+
+func (w *restErrorType) WriteHeader(code int) {
+	if code >= 400 && w.Header().Get("Content-Type") == "application/proto" {
+		w.Header().Set("Content-Type", "application/json")
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Flush keeps Server-Sent Events streaming through the wrapper.
+func (w *restErrorType) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *restErrorType) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // isRPC tells gRPC, gRPC-Web and Connect requests from REST ones.
 func isRPC(r *http.Request) bool {

@@ -134,3 +134,20 @@ func TestHealthEndpoints(t *testing.T) {
 		t.Fatalf("/readyz after Shutdown: %d, want 503", code)
 	}
 }
+
+// TestRESTErrorsAreJSON: every REST error body is labelled as the JSON it is,
+// including those the REST transcoder writes itself for undecodable bodies.
+func TestRESTErrorsAreJSON(t *testing.T) {
+	h := startHub(t, nil)
+	topic := uniqueTopic(t)
+	for _, body := range []string{`{"txt": "a"}`, `{"text": "a"`, `{"text": 42}`} {
+		resp, err := http.Post(h.URL+"/v1/topics/"+topic+"/messages", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 400 || ct != "application/json" {
+			t.Errorf("body %s: status %d, Content-Type %q; want 400 application/json", body, resp.StatusCode, ct)
+		}
+	}
+}

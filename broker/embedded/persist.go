@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -29,8 +30,11 @@ type groupRecord struct {
 }
 
 type cursorState struct {
-	Next    uint64         `json:"next"`              // read position
-	Pending map[uint64]int `json:"pending,omitempty"` // unfinished seq → attempts made
+	Next uint64 `json:"next"` // read position
+	// Pending lists unfinished sequences and the attempts made, packed by
+	// packPending (JSON carries it as base64): a checkpoint of thousands
+	// of messages in flight costs a few bytes each.
+	Pending []byte `json:"pending,omitempty"`
 }
 
 func (b *Broker) saveTopicConfig(cfg broker.TopicConfig) error {
@@ -105,16 +109,17 @@ func (b *Broker) recover() error {
 			if !ok {
 				continue // topic deleted
 			}
+			pending, err := unpackPending(cs.Pending)
+			if err != nil {
+				return fmt.Errorf("%w: group %q position in topic %q: %v", errStorage, name, tn, err)
+			}
 			from := cs.Next
-			for seq := range cs.Pending {
+			for seq := range pending {
 				from = min(from, seq)
 			}
 			c := &cursor{t: t, r: newReader(t, from), pending: map[uint64]*pend{}}
-			if len(cs.Pending) > 0 || from < cs.Next {
-				c.recoverUntil, c.recoverPending = cs.Next, cs.Pending
-				if c.recoverPending == nil {
-					c.recoverPending = map[uint64]int{}
-				}
+			if len(pending) > 0 || from < cs.Next {
+				c.recoverUntil, c.recoverPending = cs.Next, pending
 			}
 			g.cursors[tn] = c
 			g.order = append(g.order, tn)
@@ -143,13 +148,17 @@ func (g *group) snapshot(force bool) []byte {
 	for name, c := range g.cursors {
 		cs := cursorState{Next: c.r.next}
 		if len(c.pending) > 0 || len(c.recoverPending) > 0 {
-			cs.Pending = make(map[uint64]int, len(c.pending)+len(c.recoverPending))
+			seqs := make([]uint64, 0, len(c.pending)+len(c.recoverPending))
+			attempts := make(map[uint64]int, cap(seqs))
 			for seq, a := range c.recoverPending {
-				cs.Pending[seq] = a
+				seqs = append(seqs, seq)
+				attempts[seq] = a
 			}
 			for seq, p := range c.pending {
-				cs.Pending[seq] = p.attempt
+				seqs = append(seqs, seq)
+				attempts[seq] = p.attempt
 			}
+			cs.Pending = packPending(seqs, attempts)
 		}
 		if c.recoverUntil > cs.Next {
 			// Still replaying after a restart: everything from the read
@@ -204,4 +213,38 @@ func (b *Broker) checkpointLoop() {
 			}
 		}
 	}
+}
+
+// packPending encodes sequences (sorted here) and their attempts as uvarint
+// pairs: the gap from the previous sequence, then the attempts.
+func packPending(seqs []uint64, attempts map[uint64]int) []byte {
+	slices.Sort(seqs)
+	buf := make([]byte, 0, 3*len(seqs))
+	prev := uint64(0)
+	for _, seq := range seqs {
+		buf = binary.AppendUvarint(buf, seq-prev)
+		buf = binary.AppendUvarint(buf, uint64(attempts[seq]))
+		prev = seq
+	}
+	return buf
+}
+
+func unpackPending(b []byte) (map[uint64]int, error) {
+	out := map[uint64]int{}
+	prev := uint64(0)
+	for len(b) > 0 {
+		gap, n := binary.Uvarint(b)
+		if n <= 0 {
+			return nil, fmt.Errorf("corrupt pending list")
+		}
+		b = b[n:]
+		a, n := binary.Uvarint(b)
+		if n <= 0 {
+			return nil, fmt.Errorf("corrupt pending list")
+		}
+		b = b[n:]
+		prev += gap
+		out[prev] = int(a)
+	}
+	return out, nil
 }
