@@ -73,6 +73,10 @@ type config struct {
 	logger         *slog.Logger
 	unknown        http.Handler
 	shutdownGrace  time.Duration
+	// ServeTopic settings (topic.go).
+	topicGroup       string
+	topicGroupSet    bool
+	topicConcurrency int
 }
 
 type serviceEntry struct {

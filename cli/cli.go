@@ -1,5 +1,5 @@
 // Package cli is the switchboard command line: serve (the hub), publish,
-// consume, tail, request, topics, groups, dlq and version. cmd/switchboard
+// consume, tail, request, call, topics, groups, dlq and version. cmd/switchboard
 // only calls Main; tests drive the same commands through Run.
 //
 // Every command but serve talks to a hub (--hub, default
@@ -121,7 +121,7 @@ broker with its gRPC, Connect and REST API on one port); the other commands talk
 	root.PersistentFlags().StringVar(&a.tlsCA, "tls-ca", cfg.Getenv("SWITCHBOARD_TLS_CA"), "PEM file of CAs to trust for an https:// hub (env SWITCHBOARD_TLS_CA)")
 	root.AddCommand(
 		a.serveCmd(), a.publishCmd(), a.consumeCmd(), a.tailCmd(), a.requestCmd(),
-		a.topicsCmd(), a.groupsCmd(), a.dlqCmd(), a.versionCmd(),
+		a.topicsCmd(), a.groupsCmd(), a.dlqCmd(), a.versionCmd(), a.callCmd(),
 	)
 	return root
 }

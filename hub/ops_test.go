@@ -91,7 +91,6 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	text := scrape(t, h)
 	want := map[string]func(float64) bool{
 		`switchboard_hub_requests_total{code="ok",procedure="/switchboard.v1.SwitchboardService/Publish"}`:               func(v float64) bool { return v == 3 },
 		`switchboard_hub_requests_total{code="invalid_argument",procedure="/switchboard.v1.SwitchboardService/Publish"}`: func(v float64) bool { return v == 1 },
@@ -108,11 +107,24 @@ func TestMetrics(t *testing.T) {
 		`switchboard_embedded_events_total{event="published"}`:                                                           func(v float64) bool { return v == 3 },
 		`switchboard_hub_request_duration_seconds_count{procedure="/switchboard.v1.SwitchboardService/Publish"}`:         func(v float64) bool { return v == 4 },
 	}
-	for series, ok := range want {
-		v, found := metricValue(t, text, series)
-		if !found || !ok(v) {
-			t.Errorf("%s = %v (found %v)", series, v, found)
+	// Counters move just after the stream send the client already saw:
+	// scrape until every series is right, for a bounded time.
+	var text string
+	var bad []string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		text, bad = scrape(t, h), nil
+		for series, ok := range want {
+			if v, found := metricValue(t, text, series); !found || !ok(v) {
+				bad = append(bad, fmt.Sprintf("%s = %v (found %v)", series, v, found))
+			}
 		}
+		if len(bad) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, b := range bad {
+		t.Error(b)
 	}
 	if t.Failed() {
 		t.Logf("exposition:\n%s", text)
