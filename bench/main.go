@@ -29,6 +29,7 @@ var suites = map[string]suite{
 	"runtime": {"consumer runtime vs the embedded backend used directly; inbox overhead per store", runRuntime},
 	"calls":   {"one handler as gRPC, Connect, REST, GraphQL, SOAP vs a bare connect-go handler: p50/p99, calls/s", runCalls},
 	"hub":     {"the hub over loopback vs NATS: batched publish, end to end, request/reply, REST load", runHub},
+	"outbox":  {"outbox relay msgs/s on PostgreSQL vs a plain INSERT loop; outbox.Publish writer cost", runOutbox},
 }
 
 func usage() {
