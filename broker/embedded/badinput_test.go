@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/switchboard-dev/switchboard/broker"
 	"github.com/switchboard-dev/switchboard/broker/embedded"
@@ -134,5 +135,33 @@ func TestPublishAfterCloseAndClosedSubscription(t *testing.T) {
 	_, err = b.Publish(ctx, &broker.PublishParams{Topic: "x", Messages: []*message.Message{{}}})
 	if !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("publish after close: %v", err)
+	}
+}
+
+// TestExtendShorterDeadline: extending to a deadline shorter than the
+// current one takes effect at the new time, not when the old one fires.
+func TestExtendShorterDeadline(t *testing.T) {
+	b, err := embedded.OpenMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	sub, err := b.Subscribe(ctx, &broker.SubscribeParams{Topic: "ext", Group: "g", AckDeadline: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, "ext", 1, 1)
+	d := <-sub.Deliveries()
+	if err := d.Extend(ctx, 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d2 := <-sub.Deliveries():
+		if d2.Info.Attempt != 2 {
+			t.Fatalf("redelivery attempt %d, want 2", d2.Info.Attempt)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a deadline shortened to 100ms was not honoured within 10s")
 	}
 }

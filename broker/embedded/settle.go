@@ -110,6 +110,7 @@ func (s *subscription) Extend(_ context.Context, d *broker.Delivery, by time.Dur
 	p.gen++
 	p.when = time.Now().Add(by)
 	heap.Push(&g.timers, timerItem{when: p.when, p: p, gen: p.gen})
+	g.signal() // a shorter deadline must re-arm the group's timer now
 	return nil
 }
 
