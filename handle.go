@@ -130,3 +130,18 @@ func convert(opts []HandlerOption) []consume.Option {
 	}
 	return out
 }
+
+// ErrNoValue is returned by Latest when the topic keeps no current message
+// for the key.
+var ErrNoValue = consume.ErrNoValue
+
+// Latest returns the newest message published to topic with key and its
+// age (time since it was published): a compacted view of the topic, for
+// "what is the current stock of item K" reads. It is bounded by the topic's
+// retention; when the newest message for key expired, or there is none, the
+// error wraps ErrNoValue (an older value is never returned in place of a
+// newer one). On backends that cannot keep it the error wraps
+// ErrNotSupported. See consume.Latest.
+func (c *Client) Latest(ctx context.Context, topic, key string) (*Msg, time.Duration, error) {
+	return consume.Latest(ctx, c.b, topic, key)
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,8 +64,34 @@ func runRuntime(args []string) error {
 	redisURL := fs.String("redis", envOr("SWITCHBOARD_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL")
 	pgURL := fs.String("postgres", envOr("SWITCHBOARD_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "PostgreSQL URL")
 	dir := fs.String("dir", os.TempDir(), "parent of the data directories")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	memProfile := fs.String("memprofile", "", "write an allocation profile (at the end of the run) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	if *memProfile != "" {
+		defer func() {
+			f, err := os.Create(*memProfile)
+			if err != nil {
+				progress("memprofile: %v", err)
+				return
+			}
+			defer f.Close()
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				progress("memprofile: %v", err)
+			}
+		}()
 	}
 	if *quick {
 		*runs, *count = 1, 3000
@@ -213,8 +240,17 @@ func randomSuffix() string {
 }
 
 // runtimeMeasure publishes n messages to a fresh embedded broker, then
-// consumes them the given way and returns messages per second.
-func runtimeMeasure(ctx context.Context, parent string, n, conc int, payload []byte, cas string, inbox consume.Inbox, tx bool) (float64, error) {
+// consumes them the given way and returns messages per second. Its
+// goroutines (the broker's included) carry the profiler label case=<cas>,
+// so that --cpuprofile can be split by case (pprof -tagfocus case=direct).
+func runtimeMeasure(ctx context.Context, parent string, n, conc int, payload []byte, cas string, inbox consume.Inbox, tx bool) (rate float64, err error) {
+	pprof.Do(ctx, pprof.Labels("case", cas), func(ctx context.Context) {
+		rate, err = runtimeMeasure1(ctx, parent, n, conc, payload, cas, inbox, tx)
+	})
+	return rate, err
+}
+
+func runtimeMeasure1(ctx context.Context, parent string, n, conc int, payload []byte, cas string, inbox consume.Inbox, tx bool) (float64, error) {
 	dir, err := os.MkdirTemp(parent, "sbbench-runtime-")
 	if err != nil {
 		return 0, err
@@ -246,12 +282,14 @@ func runtimeMeasure(ctx context.Context, parent string, n, conc int, payload []b
 	}
 	timeout := time.After(5 * time.Minute)
 	if cas == "direct" {
+		// Timed from Subscribe, as the runtime case is timed from Run
+		// (which subscribes).
+		start := time.Now()
 		sub, err := b.Subscribe(ctx, &broker.SubscribeParams{Topic: topic, Group: group, Start: earliest, MaxInFlight: 2 * conc})
 		if err != nil {
 			return 0, err
 		}
 		defer sub.Close()
-		start := time.Now()
 		var wg sync.WaitGroup
 		for range conc {
 			wg.Go(func() {

@@ -31,8 +31,11 @@ const (
 )
 
 func kindOf(contentType string) codecKind {
-	if contentType == "" {
+	switch contentType { // the common exact spellings, without parsing
+	case "", ContentTypeJSON:
 		return codecJSON
+	case ContentTypeProtobuf:
+		return codecProto
 	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {

@@ -2,10 +2,10 @@ package consume
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -290,48 +290,52 @@ type registration struct {
 	holds   *holdQueue
 	vers    *versions
 	stats   counters
+
+	// Set by start.
+	wg       *sync.WaitGroup
+	stop     <-chan struct{}
+	failedCh chan<- error
 }
 
 func (g *registration) start(wg *sync.WaitGroup, stop <-chan struct{}, failed chan<- error) {
+	g.wg, g.stop, g.failedCh = wg, stop, failed
 	if g.holds != nil {
 		wg.Go(func() { g.holds.run(stop) })
 	}
 	for range g.cfg.concurrency {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				select {
-				case <-stop:
-					return
-				case d, ok := <-g.sub.Deliveries():
-					if !ok {
-						select {
-						case <-stop:
-						default:
-							failed <- fmt.Errorf("consume: subscription of handler %s ended: %v", g.cfg.name, g.sub.Err())
-						}
-						return
-					}
-					g.process(d)
-				}
-			}
-		})
+		wg.Add(1)
+		go g.work(g.newWorker())
 	}
 }
 
-// process runs one delivery through the pipeline: expiry, staleness,
-// inbox, handler, then settlement.
-func (g *registration) process(d *broker.Delivery) {
+func errSubscriptionEnded(g *registration) error {
+	return fmt.Errorf("consume: subscription of handler %s ended: %v", g.cfg.name, g.sub.Err())
+}
+
+// outcome of the inbox step and handler call of one delivery.
+type outcome int
+
+const (
+	ran       outcome = iota // the handler ran; err is its result
+	duplicate                // the inbox had the ID: skip and ack
+	busy                     // a concurrent delivery holds the claim
+	inboxDown                // the inbox failed: leave for retry
+	gone                     // abandoned by the watchdog meanwhile
+)
+
+// process runs one delivery through the pipeline on the worker's goroutine:
+// expiry, staleness, inbox, handler, then settlement. It returns false when
+// the watchdog abandoned the call: the delivery is settled and the worker
+// retired.
+func (w *worker) process(d *broker.Delivery) bool {
+	g := w.g
 	m := d.Message
-	g.stats.received.Add(1)
-	if m.Expired(time.Now()) {
+	now := time.Now()
+	w.st.received.Add(1)
+	if m.Expired(now) {
 		g.stats.expired.Add(1)
-		g.deadLetter(d, "expired", nil)
-		return
+		g.deadLetter(d, reasonExpired, nil)
+		return true
 	}
 	ver, hasVer := uint64(0), false
 	if g.vers != nil {
@@ -339,45 +343,44 @@ func (g *registration) process(d *broker.Delivery) {
 		if hasVer && g.vers.stale(m.Key, ver) {
 			g.stats.stale.Add(1)
 			g.log.Debug("stale message dropped", "id", m.ID, "key", m.Key, "version", ver)
-			g.ack(d)
-			return
+			w.ack(d)
+			return true
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.timeout)
-	defer cancel()
-	ctx = context.WithValue(ctx, deliveryKey{}, d)
-	ctx = context.WithValue(ctx, traceKey{}, childTraceParent(m.Header(HeaderTraceParent)))
-
-	start := time.Now()
-	var err error
+	ctx := newHandlerCtx(d, now.Add(g.cfg.timeout))
+	w.arm(d, ctx, now)
+	out, tx, op, err := w.attempt(ctx, d)
+	late, alive := w.disarm()
+	if !alive {
+		return false
+	}
+	defer ctx.cancel(context.Canceled)
+	switch out {
+	case duplicate:
+		g.stats.duplicates.Add(1)
+		w.ack(d)
+		return true
+	case busy:
+		// A concurrent delivery of the same ID is being handled; look
+		// again once it should be done.
+		g.stats.busy.Add(1)
+		g.retry(d, g.cfg.backoff(1))
+		return true
+	case inboxDown:
+		g.inboxFailed(d, op, err)
+		return true
+	}
+	if late && (err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+		err = &TimeoutError{Timeout: g.cfg.timeout}
+	}
 	switch {
-	case g.txInbox != nil:
-		var dup bool
-		dup, err = g.runTx(ctx, d)
-		if dup {
-			g.stats.duplicates.Add(1)
-			g.ack(d)
-			return
+	case tx != nil:
+		if err != nil {
+			_ = tx.Rollback()
+		} else if cerr := tx.Commit(); cerr != nil {
+			err = fmt.Errorf("commit of the handler's transaction: %w", cerr)
 		}
 	case g.cfg.inbox != nil:
-		st, cerr := g.cfg.inbox.Claim(ctx, g.cfg.sub.Group, m.ID, g.cfg.timeout+5*time.Second)
-		if cerr != nil {
-			g.inboxFailed(d, "claim", cerr)
-			return
-		}
-		switch st {
-		case Handled:
-			g.stats.duplicates.Add(1)
-			g.ack(d)
-			return
-		case Busy:
-			// A concurrent delivery of the same ID is being handled; look
-			// again once it should be done.
-			g.stats.busy.Add(1)
-			g.retry(d, g.cfg.backoff(1))
-			return
-		}
-		err = g.call(ctx, func(ctx context.Context) error { return g.h.plain(ctx, m) })
 		if err == nil {
 			if merr := g.cfg.inbox.Mark(context.WithoutCancel(ctx), g.cfg.sub.Group, m.ID, g.cfg.inboxTTL); merr != nil {
 				// The handler's effect happened: acking is right. Without the
@@ -388,45 +391,58 @@ func (g *registration) process(d *broker.Delivery) {
 		} else if rerr := g.cfg.inbox.Release(context.WithoutCancel(ctx), g.cfg.sub.Group, m.ID); rerr != nil {
 			g.log.Warn("inbox release failed; the retry waits for the claim to expire", "id", m.ID, "err", rerr)
 		}
-	default:
-		err = g.call(ctx, func(ctx context.Context) error { return g.h.plain(ctx, m) })
 	}
-	g.stats.observe(time.Since(start))
+	w.st.observe(time.Since(now))
 	if err != nil {
 		g.failed(d, err)
-		return
+		return true
 	}
 	if hasVer {
 		g.vers.applied(m.Key, ver)
 	}
-	g.ack(d)
+	w.ack(d)
+	return true
 }
 
-// runTx runs a transactional handler: the inbox mark and the handler's writes
-// commit together.
-func (g *registration) runTx(ctx context.Context, d *broker.Delivery) (dup bool, err error) {
+// attempt takes the inbox claim (or begins the inbox transaction) and runs
+// the handler, under the watchdog.
+func (w *worker) attempt(ctx *runCtx, d *broker.Delivery) (out outcome, tx *sql.Tx, op string, err error) {
+	g := w.g
 	m := d.Message
-	tx, handled, err := g.txInbox.BeginMark(ctx, g.cfg.sub.Group, m.ID, g.cfg.inboxTTL)
-	if err != nil {
-		g.inboxFailed(d, "begin", err)
-		return false, errHandled
+	switch {
+	case g.txInbox != nil:
+		tx, handled, err := g.txInbox.BeginMark(ctx, g.cfg.sub.Group, m.ID, g.cfg.inboxTTL)
+		if err != nil {
+			return inboxDown, nil, "begin", err
+		}
+		if handled {
+			return duplicate, nil, "", nil
+		}
+		if !w.hold(tx, false) {
+			_ = tx.Rollback()
+			return gone, nil, "", nil
+		}
+		return ran, tx, "", g.invoke(ctx, tx, d)
+	case g.cfg.inbox != nil:
+		st, err := g.cfg.inbox.Claim(ctx, g.cfg.sub.Group, m.ID, g.cfg.timeout+5*time.Second)
+		if err != nil {
+			return inboxDown, nil, "claim", err
+		}
+		switch st {
+		case Handled:
+			return duplicate, nil, "", nil
+		case Busy:
+			return busy, nil, "", nil
+		}
+		if !w.hold(nil, true) {
+			if err := g.cfg.inbox.Release(context.WithoutCancel(ctx), g.cfg.sub.Group, m.ID); err != nil {
+				g.log.Warn("inbox release failed; the retry waits for the claim to expire", "id", m.ID, "err", err)
+			}
+			return gone, nil, "", nil
+		}
 	}
-	if handled {
-		return true, nil
-	}
-	err = g.call(ctx, func(ctx context.Context) error { return g.h.tx(ctx, tx, m) })
-	if err != nil {
-		_ = tx.Rollback()
-		return false, err
-	}
-	if err := tx.Commit(); err != nil {
-		return false, fmt.Errorf("commit of the handler's transaction: %w", err)
-	}
-	return false, nil
+	return ran, nil, "", g.invoke(ctx, nil, d)
 }
-
-// errHandled means "already settled, nothing more to do".
-var errHandled = errors.New("settled")
 
 // inboxFailed leaves the message for a retry: the store could not tell
 // whether it was handled, so it must not be acked.
@@ -450,44 +466,8 @@ func (e *TimeoutError) Error() string {
 	return fmt.Sprintf("handler did not finish within its timeout of %s", e.Timeout)
 }
 
-// call runs fn in its own goroutine with panic recovery. When ctx expires
-// and fn ignores the cancellation, the worker stops waiting after a grace
-// period and the call is abandoned: the worker is free again.
-func (g *registration) call(ctx context.Context, fn func(context.Context) error) error {
-	done := make(chan error, 1)
-	go func() {
-		defer func() {
-			if p := recover(); p != nil {
-				done <- &PanicError{Value: p, Stack: debug.Stack()}
-			}
-		}()
-		done <- fn(ctx)
-	}()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-	}
-	grace := min(time.Second, g.cfg.timeout/10+10*time.Millisecond)
-	t := time.NewTimer(grace)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		if err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			return &TimeoutError{Timeout: g.cfg.timeout}
-		}
-		return err
-	case <-t.C:
-		g.stats.abandoned.Add(1)
-		return &TimeoutError{Timeout: g.cfg.timeout, Abandoned: true}
-	}
-}
-
 // failed decides what a handler error means: dead letter or retry.
 func (g *registration) failed(d *broker.Delivery, err error) {
-	if errors.Is(err, errHandled) {
-		return
-	}
 	var de *DecodeError
 	var pe *PanicError
 	if errors.As(err, &pe) {
@@ -496,11 +476,11 @@ func (g *registration) failed(d *broker.Delivery, err error) {
 	}
 	switch {
 	case errors.As(err, &de):
-		g.deadLetter(d, "decode", err)
+		g.deadLetter(d, reasonDecode, err)
 	case IsPermanent(err):
-		g.deadLetter(d, "permanent", err)
+		g.deadLetter(d, reasonPermanent, err)
 	case g.cfg.maxAttempts > 0 && d.Info.Attempt >= g.cfg.maxAttempts:
-		g.deadLetter(d, "max-attempts", err)
+		g.deadLetter(d, reasonMaxAttempts, err)
 	default:
 		delay := g.cfg.backoff(d.Info.Attempt)
 		g.stats.retried.Add(1)
@@ -519,8 +499,8 @@ func (g *registration) retry(d *broker.Delivery, delay time.Duration) {
 		g.holds.add(d, delay)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), g.rt.cfg.SettleTimeout)
-	defer cancel()
+	ctx := newSettleCtx(g.rt.cfg.SettleTimeout)
+	defer ctx.cancel(context.Canceled)
 	if err := d.Nack(ctx, delay); err != nil {
 		g.log.Warn("nack failed; the message comes back after its ack deadline", "id", d.Message.ID, "err", err)
 	}
@@ -533,31 +513,30 @@ const MaxErrorText = 1024
 // appended to the reason as "reason: text", which is where backends that
 // keep only a reason (the broker.Delivery.Term contract) store it;
 // DeadLetterInfo splits it again.
-func (g *registration) deadLetter(d *broker.Delivery, reason string, cause error) {
+func (g *registration) deadLetter(d *broker.Delivery, reason dlReason, cause error) {
 	g.stats.deadLettered.Add(1)
-	full := reason
+	g.stats.deadLetteredBy[reason].Add(1)
+	full := reason.String()
 	if cause != nil {
 		text := cause.Error()
 		if len(text) > MaxErrorText {
 			text = text[:MaxErrorText-3] + "..."
 		}
-		full = reason + ": " + text
+		full += ": " + text
 	}
-	g.log.Error("message dead-lettered", "id", d.Message.ID, "attempt", d.Info.Attempt, "reason", reason, "err", cause, "dlq", message.DLQTopic(g.cfg.sub.Group))
-	ctx, cancel := context.WithTimeout(context.Background(), g.rt.cfg.SettleTimeout)
-	defer cancel()
+	g.log.Error("message dead-lettered", "id", d.Message.ID, "attempt", d.Info.Attempt, "reason", reason.String(), "err", cause, "dlq", message.DLQTopic(g.cfg.sub.Group))
+	ctx := newSettleCtx(g.rt.cfg.SettleTimeout)
+	defer ctx.cancel(context.Canceled)
 	if err := d.Term(ctx, full); err != nil {
 		g.log.Warn("term failed; the message comes back after its ack deadline", "id", d.Message.ID, "err", err)
 	}
 }
 
-func (g *registration) ack(d *broker.Delivery) {
-	ctx, cancel := context.WithTimeout(context.Background(), g.rt.cfg.SettleTimeout)
-	defer cancel()
+func (g *registration) ackWith(ctx context.Context, d *broker.Delivery, st *hot) {
 	if err := d.Ack(ctx); err != nil {
 		g.stats.ackErrors.Add(1)
 		g.log.Warn("ack failed; the message may be delivered again", "id", d.Message.ID, "err", err)
 		return
 	}
-	g.stats.acked.Add(1)
+	st.acked.Add(1)
 }

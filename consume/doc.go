@@ -30,8 +30,16 @@
 // worker, its deadline extended where the backend can, and is nacked when
 // due: other messages keep flowing.
 //
-// A handler that ignores its ctx is abandoned after Timeout (plus a short
-// grace): the worker moves on, the attempt counts as failed and is retried.
+// Handlers run on the registration's worker goroutines (no goroutine per
+// message). A watchdog timer per worker cancels the handler's ctx at
+// Timeout (ctx.Err() is context.DeadlineExceeded); a handler that returns
+// within a short grace after that counts as a failed attempt. One that
+// ignores its ctx and is still running after the grace is abandoned: its
+// attempt counts as failed and is retried (or dead-lettered after the last
+// attempt), a new worker takes its place, and the stuck goroutine exits
+// when the handler finally returns, without settling anything (a TxFunc's
+// transaction is rolled back, never committed). Stats.Abandoned counts
+// them.
 //
 // # Idempotent consumers
 //
@@ -65,6 +73,21 @@
 // Cancelling Run's ctx stops taking messages, lets in-flight handlers
 // finish, settles them, hands back messages waiting for a retry and closes
 // the subscriptions. Messages received but not started are redelivered.
+//
+// # Metrics
+//
+// Runtime.Collector is a prometheus.Collector for the caller's registry:
+// per registration received, acked, retried, dead-lettered (by reason),
+// duplicates, busy, stale, expired, panics, abandoned, inbox and ack
+// errors, and a handler latency histogram; per group the lag, in-flight
+// and dead-letter counts where the backend implements broker.GroupAdmin.
+//
+// # Latest value per key
+//
+// Latest (and Runtime.Latest, switchboard.Client.Latest) returns the newest
+// message of a topic for a key and its age, on backends that implement
+// LatestReader; an expired newest message means "no current value"
+// (ErrNoValue). Elsewhere it fails with broker.ErrNotSupported.
 //
 // # Attempts
 //

@@ -55,8 +55,9 @@ func Retry(policy BackoffPolicy, maxAttempts int) Option {
 }
 
 // Timeout bounds one handler call (default 30 s). The handler's ctx is
-// cancelled then; a handler that ignores it is abandoned (logged, counted)
-// and its message retried, so a stuck handler never holds a worker. The
+// cancelled then; a handler that ignores it is abandoned after a short
+// grace (logged, counted), its message retried and its worker replaced, so
+// a stuck handler never costs the registration a worker. The
 // subscription's ack deadline is set a little above it unless AckDeadline is
 // given through SubscribeParams.
 func Timeout(d time.Duration) Option {
