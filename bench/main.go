@@ -30,6 +30,7 @@ var suites = map[string]suite{
 	"calls":   {"one handler as gRPC, Connect, REST, GraphQL, SOAP vs a bare connect-go handler: p50/p99, calls/s", runCalls},
 	"hub":     {"the hub over loopback vs NATS: batched publish, end to end, request/reply, REST load", runHub},
 	"outbox":  {"outbox relay msgs/s on PostgreSQL vs a plain INSERT loop; outbox.Publish writer cost", runOutbox},
+	"sqs":     {"SQS face (aws-sdk-go-v2 batch send/receive/delete) vs the same workload through the hub's own API", runSQS},
 }
 
 func usage() {

@@ -3,9 +3,11 @@ package cli
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -20,6 +22,7 @@ import (
 	"github.com/switchboard-dev/switchboard/broker"
 	_ "github.com/switchboard-dev/switchboard/broker/embedded" // the default backend
 	"github.com/switchboard-dev/switchboard/hub"
+	"github.com/switchboard-dev/switchboard/sqsface"
 )
 
 // serveFlags are the settings of serve. Each is resolved in this order:
@@ -39,6 +42,9 @@ type serveFlags struct {
 	maxRequestBytes int64
 	rate            float64
 	shutdownGrace   time.Duration
+	sqsAddr         string
+	sqsAccessKey    string
+	sqsSecretKey    string
 }
 
 func (a *app) serveCmd() *cobra.Command {
@@ -59,11 +65,18 @@ port may do anything.
 
 SIGINT or SIGTERM shuts down gracefully: /readyz turns 503, new streams are refused,
 requests in progress (publishes, acks) finish, subscriptions end, the backend is closed
-(fsynced); unsettled deliveries are redelivered after the restart.`,
+(fsynced); unsettled deliveries are redelivered after the restart.
+
+With --sqs-addr, serve also answers the Amazon SQS API (JSON and Query protocols) on that
+second listener, over the same backend (see docs/sqs.md). SigV4 signatures are verified
+when --sqs-access-key and --sqs-secret-key are set, and accepted unverified otherwise; a
+non-loopback --sqs-addr needs them, or --insecure. With the default embedded backend the
+engine's dedup window is then 5 minutes, as SQS FIFO deduplication requires.`,
 		Example: `  switchboard serve
   switchboard serve --addr 127.0.0.1:7420 --data /var/lib/switchboard
   switchboard serve --config /etc/switchboard/hub.json --addr 0.0.0.0:7420 --tls-cert tls.crt --tls-key tls.key
-  switchboard serve --backend nats://127.0.0.1:4222`,
+  switchboard serve --backend nats://127.0.0.1:4222
+  switchboard serve --sqs-addr 127.0.0.1:9324`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.serve(cmd.Context(), cmd.Flags(), f) },
 	}
@@ -80,6 +93,9 @@ requests in progress (publishes, acks) finish, subscriptions end, the backend is
 	fl.IntVar(&f.maxPayload, "max-payload", 1<<20, "largest message payload in bytes (env SWITCHBOARD_MAX_PAYLOAD)")
 	fl.Int64Var(&f.maxRequestBytes, "max-request-bytes", 16<<20, "largest request body in bytes (env SWITCHBOARD_MAX_REQUEST_BYTES)")
 	fl.Float64Var(&f.rate, "rate", 0, "default per-token rate limit in requests/s, 0 = unlimited (env SWITCHBOARD_RATE)")
+	fl.StringVar(&f.sqsAddr, "sqs-addr", "", "host:port of the SQS API listener, e.g. 127.0.0.1:9324; default off (env SWITCHBOARD_SQS_ADDR)")
+	fl.StringVar(&f.sqsAccessKey, "sqs-access-key", "", "AWS access key ID whose SigV4 signatures the SQS API verifies (env SWITCHBOARD_SQS_ACCESS_KEY)")
+	fl.StringVar(&f.sqsSecretKey, "sqs-secret-key", "", "secret key of --sqs-access-key; prefer the env or config file (env SWITCHBOARD_SQS_SECRET_KEY)")
 	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", 10*time.Second, "how long a shutdown waits for requests in progress (env SWITCHBOARD_SHUTDOWN_GRACE)")
 	return cmd
 }
@@ -155,6 +171,9 @@ func (a *app) settings(fl *pflag.FlagSet, f *serveFlags) (*hub.File, error) {
 		{"backend", file.Backend, file.Backend != ""},
 		{"insecure", strconv.FormatBool(file.Insecure), file.Insecure},
 		{"log-level", file.LogLevel, file.LogLevel != ""},
+		{"sqs-addr", file.SQS.Addr, file.SQS.Addr != ""},
+		{"sqs-access-key", file.SQS.AccessKey, file.SQS.AccessKey != ""},
+		{"sqs-secret-key", file.SQS.SecretKey, file.SQS.SecretKey != ""},
 		{"log-format", "", false},
 		{"shutdown-grace", "", false},
 	} {
@@ -209,6 +228,23 @@ func (a *app) serve(ctx context.Context, fl *pflag.FlagSet, f *serveFlags) error
 	if auth == nil && !isLoopback(host) && !f.insecure {
 		return fmt.Errorf("refusing to listen on %s without authentication: add tokens to a config file (--config, see docs/hub.md), listen on 127.0.0.1, or pass --insecure to let anyone who can reach the port do anything", f.addr)
 	}
+	var sqsCreds map[string]string
+	if f.sqsAddr != "" {
+		sqsHost, _, err := net.SplitHostPort(f.sqsAddr)
+		if err != nil {
+			return usageError{fmt.Errorf("--sqs-addr %q: use host:port, e.g. 127.0.0.1:9324", f.sqsAddr)}
+		}
+		switch {
+		case f.sqsAccessKey != "" && f.sqsSecretKey != "":
+			sqsCreds = map[string]string{f.sqsAccessKey: f.sqsSecretKey}
+		case f.sqsAccessKey != "" || f.sqsSecretKey != "":
+			return usageError{errors.New("--sqs-access-key and --sqs-secret-key go together: give both, or neither to accept SQS requests unverified")}
+		case !isLoopback(sqsHost) && !f.insecure:
+			return fmt.Errorf("refusing to serve SQS on %s without credentials: set --sqs-access-key and --sqs-secret-key (or the config file's sqs section), listen on 127.0.0.1, or pass --insecure to let anyone who can reach the port do anything", f.sqsAddr)
+		}
+	} else if f.sqsAccessKey != "" || f.sqsSecretKey != "" {
+		return usageError{errors.New("--sqs-access-key and --sqs-secret-key need --sqs-addr")}
+	}
 	var tlsCfg *tls.Config
 	switch {
 	case f.tlsCert != "" && f.tlsKey != "":
@@ -234,10 +270,16 @@ func (a *app) serve(ctx context.Context, fl *pflag.FlagSet, f *serveFlags) error
 			return fmt.Errorf("create data directory: %w", err)
 		}
 		u := &url.URL{Scheme: "embedded", Path: dir}
+		q := url.Values{}
 		if f.maxPayload > 1<<20 {
 			// The engine has its own payload limit; keep it in step.
-			u.RawQuery = "max_payload=" + strconv.Itoa(f.maxPayload)
+			q.Set("max_payload", strconv.Itoa(f.maxPayload))
 		}
+		if f.sqsAddr != "" {
+			// SQS FIFO queues deduplicate for 5 minutes (engine default: 2).
+			q.Set("dedup_window", "5m")
+		}
+		u.RawQuery = q.Encode()
 		backendURL = u.String()
 		where = dir
 	}
@@ -257,6 +299,23 @@ func (a *app) serve(ctx context.Context, fl *pflag.FlagSet, f *serveFlags) error
 	if err != nil {
 		_ = b.Close()
 		return fmt.Errorf("listen on %s: %w", f.addr, err)
+	}
+	var sqs *sqsServer
+	if f.sqsAddr != "" {
+		dir := filepath.Join(f.data, "sqs")
+		if where != "" {
+			dir = filepath.Join(where, "sqs")
+		}
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			_ = ln.Close()
+			_ = b.Close()
+			return fmt.Errorf("create SQS data directory: %w", err)
+		}
+		if sqs, err = startSQS(b, f.sqsAddr, &sqsface.Config{Dir: dir, Credentials: sqsCreds, Logger: log}, log); err != nil {
+			_ = ln.Close()
+			_ = b.Close()
+			return err
+		}
 	}
 	out := a.cfg.Stdout
 	scheme, protos := "http", "cleartext HTTP/2 and HTTP/1.1"
@@ -281,10 +340,26 @@ func (a *app) serve(ctx context.Context, fl *pflag.FlagSet, f *serveFlags) error
 	default:
 		fmt.Fprintln(out, "auth OFF: --insecure, anyone who can reach this port has full access")
 	}
+	if sqs != nil {
+		verified := "signatures accepted unverified"
+		if sqsCreds != nil {
+			verified = "signatures verified"
+		}
+		fmt.Fprintf(out, "sqs on http://%s; %s\n", sqs.ln.Addr(), verified)
+		if sqsCreds == nil && !isLoopback(sqsHostOf(f.sqsAddr)) {
+			fmt.Fprintln(out, "SQS auth OFF: --insecure, anyone who can reach the SQS port has full access")
+		}
+		go sqs.serve(stop)
+	}
 	if a.cfg.Ready != nil {
 		a.cfg.Ready(ln.Addr().String())
 	}
 	serveErr := s.Serve(ctx, ln)
+	if sqs != nil {
+		if err := sqs.shutdown(f.shutdownGrace); err != nil && serveErr == nil {
+			serveErr = err
+		}
+	}
 	log.Info("hub stopped; closing the backend")
 	if err := b.Close(); err != nil && serveErr == nil {
 		serveErr = fmt.Errorf("close backend: %w", err)
@@ -293,4 +368,75 @@ func (a *app) serve(ctx context.Context, fl *pflag.FlagSet, f *serveFlags) error
 		fmt.Fprintln(out, "stopped")
 	}
 	return serveErr
+}
+
+// sqsServer is the SQS face on its own listener.
+type sqsServer struct {
+	face   *sqsface.Face
+	ln     net.Listener
+	srv    *http.Server
+	cancel context.CancelFunc // ends long polls at shutdown
+	log    *slog.Logger
+	errc   chan error
+}
+
+// startSQS builds the face over b and listens on addr; serve starts
+// answering.
+func startSQS(b broker.Broker, addr string, cfg *sqsface.Config, log *slog.Logger) (*sqsServer, error) {
+	face, err := sqsface.NewFace(b, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("SQS face: %w", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		_ = face.Close()
+		return nil, fmt.Errorf("listen on %s (--sqs-addr): %w", addr, err)
+	}
+	base, cancel := context.WithCancel(context.Background())
+	s := &sqsServer{face: face, ln: ln, cancel: cancel, log: log, errc: make(chan error, 1)}
+	s.srv = &http.Server{
+		Handler:           face,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+// serve answers on the listener until shutdown; if the listener fails, it
+// calls stop so that the whole server shuts down.
+func (s *sqsServer) serve(stop func()) {
+	err := s.srv.Serve(s.ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	if err != nil {
+		s.log.Error("SQS listener failed; shutting down", "err", err)
+		err = fmt.Errorf("sqs: serve on %s: %w", s.ln.Addr(), err)
+		stop()
+	}
+	s.errc <- err
+}
+
+// shutdown ends long polls (they answer with no messages), waits up to
+// grace for requests in progress, then closes the face (messages in
+// flight become visible again).
+func (s *sqsServer) shutdown(grace time.Duration) error {
+	s.cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		s.log.Warn("SQS graceful shutdown incomplete; closing connections", "err", err)
+		_ = s.srv.Close()
+	}
+	err := <-s.errc
+	if cerr := s.face.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("close SQS face: %w", cerr)
+	}
+	return err
+}
+
+func sqsHostOf(addr string) string {
+	h, _, _ := net.SplitHostPort(addr)
+	return h
 }

@@ -24,6 +24,7 @@ import (
 //	  "tls_key": "/etc/switchboard/tls.key",
 //	  "limits": {"max_payload": 1048576, "max_request_bytes": 16777216},
 //	  "rate": {"per_second": 500, "burst": 1000},
+//	  "sqs": {"addr": "127.0.0.1:9324", "access_key": "…", "secret_key": "…"},
 //	  "tokens": [
 //	    {"name": "orders-service", "token": "…", "publish": ["orders.>"], "consume": ["payments.>"]},
 //	    {"name": "ops", "token_sha256": "…", "admin": [">", "$dlq.>"]}
@@ -42,6 +43,17 @@ type File struct {
 	// PublicMetrics serves /metrics without a token.
 	PublicMetrics bool    `json:"public_metrics,omitempty"`
 	Tokens        []Token `json:"tokens,omitempty"`
+	// SQS configures the SQS face (docs/sqs.md); off unless Addr is set.
+	SQS FileSQS `json:"sqs"`
+}
+
+// FileSQS is the "sqs" section: where the SQS face listens and the AWS
+// access key whose SigV4 signatures it verifies (none: signatures are
+// accepted unverified).
+type FileSQS struct {
+	Addr      string `json:"addr,omitempty"`
+	AccessKey string `json:"access_key,omitempty"`
+	SecretKey string `json:"secret_key,omitempty"`
 }
 
 // FileLimits are the size limits; 0 keeps the default.
@@ -74,6 +86,9 @@ func LoadFile(path string) (*File, error) {
 		return nil, fmt.Errorf("config file %s: %w", path, err)
 	}
 	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o004 != 0 {
+		if f.SQS.SecretKey != "" {
+			return nil, fmt.Errorf("config file %s holds the SQS secret key and is readable by every user (mode %v); chmod 600 it", path, st.Mode().Perm())
+		}
 		for _, t := range f.Tokens {
 			if t.Token != "" {
 				return nil, fmt.Errorf("config file %s holds token secrets and is readable by every user (mode %v); chmod 600 it, or store token_sha256 instead of token", path, st.Mode().Perm())

@@ -1,0 +1,334 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/switchboard-dev/switchboard/broker"
+	"github.com/switchboard-dev/switchboard/client"
+	"github.com/switchboard-dev/switchboard/sqsface"
+)
+
+// The sqs suite: one workload through the SQS face (aws-sdk-go-v2, JSON
+// protocol, on a loopback listener over the hub's embedded engine) and
+// through the hub's own API (gRPC over h2c), in the same run:
+//
+//	sqs-face         --producers goroutines SendMessageBatch (10 entries,
+//	                 the SQS maximum) while --consumers goroutines loop
+//	                 ReceiveMessage (10, long poll) + DeleteMessageBatch
+//	switchboard-hub  --producers goroutines PublishBatch (10 messages) while
+//	                 a Go client subscription is acked by --ackers goroutines
+//
+// Each measures first send to last delete/ack of --count messages on a fresh
+// engine (fsync before ack). The ratio hub msgs/s / face msgs/s is the
+// face's cost per message relative to the hub's API (goal <= 1.5).
+const (
+	sysSQSFace = "sqs-face"
+	caseSQS    = "batch-send-receive-delete"
+	sqsBatch   = 10
+)
+
+type sqsConfig struct {
+	json      bool
+	runs      int
+	count     int
+	quick     bool
+	sizes     string
+	producers int
+	consumers int
+	ackers    int
+	dir       string
+	timeout   time.Duration
+}
+
+func runSQS(args []string) error {
+	var c sqsConfig
+	fs := flag.NewFlagSet("sqs", flag.ContinueOnError)
+	fs.BoolVar(&c.json, "json", false, "print one JSON object per result line instead of a table")
+	fs.IntVar(&c.runs, "runs", 3, "runs per measurement; each value is the median")
+	fs.IntVar(&c.count, "count", 50_000, "messages per measurement")
+	fs.BoolVar(&c.quick, "quick", false, "smoke run: count 5000, 1 run, unless given explicitly")
+	fs.StringVar(&c.sizes, "sizes", "128,1024", "message sizes in bytes (comma separated)")
+	fs.IntVar(&c.producers, "producers", 16, "producers (SendMessageBatch / PublishBatch of 10 messages)")
+	fs.IntVar(&c.consumers, "consumers", 16, "SQS receivers (ReceiveMessage of 10 + DeleteMessageBatch)")
+	fs.IntVar(&c.ackers, "ackers", 256, "goroutines acking hub deliveries one at a time (the client coalesces them into Settle calls)")
+	fs.StringVar(&c.dir, "dir", os.TempDir(), "parent of the temporary data dirs")
+	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "limit for one measurement")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if c.quick {
+		if !set["count"] {
+			c.count = 5000
+		}
+		if !set["runs"] {
+			c.runs = 1
+		}
+	}
+	if c.runs < 1 || c.count < 1 || c.producers < 1 || c.consumers < 1 || c.ackers < 1 {
+		return errors.New("--runs, --count, --producers, --consumers and --ackers must be positive")
+	}
+	sizes, err := parseInts(c.sizes)
+	if err != nil {
+		return fmt.Errorf("--sizes: %w", err)
+	}
+	ctx := context.Background()
+	progress("sqs: count=%d runs=%d sizes=%v producers=%d consumers=%d ackers=%d GOMAXPROCS=%d", c.count, c.runs, sizes, c.producers, c.consumers, c.ackers, runtime.GOMAXPROCS(0))
+	col := NewCollector()
+	var failed []string
+	for run := 1; run <= c.runs; run++ {
+		for _, size := range sizes {
+			payload := make([]byte, size)
+			for i := range payload {
+				payload[i] = 'a' + byte(i%26) // an SQS body is text
+			}
+			for _, sys := range []string{sysSQSFace, sysHub} {
+				rate, err := measureSQSCase(ctx, &c, sys, payload, run)
+				if err != nil {
+					line := fmt.Sprintf("FAILED %s %d B run %d: %v", sys, size, run, err)
+					progress("sqs: %s", line)
+					failed = append(failed, line)
+					continue
+				}
+				col.Add(sys, caseSQS, size, c.producers, "fsync-before-ack", MetricE2ERate, rate)
+				progress("run %d  %-16s %5d B  %9.0f msg/s", run, sys, size, rate)
+			}
+		}
+	}
+	results := col.Results()
+	ratios := sqsRatios(results, sizes)
+	if c.json {
+		if err := PrintJSON(os.Stdout, results); err != nil {
+			return err
+		}
+		PrintRatios(os.Stderr, ratios)
+	} else {
+		PrintTable(os.Stdout, results)
+		fmt.Println()
+		PrintRatios(os.Stdout, ratios)
+		for _, s := range failed {
+			fmt.Println("# " + s)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d measurements failed", len(failed))
+	}
+	return nil
+}
+
+// sqsRatios: hub msgs/s over face msgs/s is the face's relative cost per
+// message.
+func sqsRatios(rs []Result, sizes []int) []Ratio {
+	var out []Ratio
+	for _, size := range sizes {
+		f, ok1 := Find(rs, sysSQSFace, caseSQS, size, MetricE2ERate)
+		h, ok2 := Find(rs, sysHub, caseSQS, size, MetricE2ERate)
+		if ok1 && ok2 {
+			v := h.Value / f.Value
+			out = append(out, Ratio{Name: fmt.Sprintf("%d B SQS face cost per message / hub API", size), Value: v, Goal: "<= 1.5", Pass: v <= 1.5,
+				Note: fmt.Sprintf("%.0f vs %.0f msg/s", f.Value, h.Value)})
+		}
+	}
+	return out
+}
+
+// measureSQSCase runs the workload once through sys on a fresh hub and
+// returns messages per second, first send to last delete (ack).
+func measureSQSCase(ctx context.Context, c *sqsConfig, sys string, payload []byte, run int) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	runID := fmt.Sprintf("sqs-%s-%d-%d", sys, len(payload), run)
+	h, err := startBenchHub(ctx, c.dir, runID)
+	if err != nil {
+		return 0, fmt.Errorf("start hub: %w", err)
+	}
+	defer func() {
+		if err := h.Close(); err != nil {
+			progress("sqs: close: %v", err)
+		}
+	}()
+	if sys == sysSQSFace {
+		return measureFace(ctx, c, h, payload)
+	}
+	return measureHubAPI(ctx, c, h, payload)
+}
+
+// measureHubAPI: PublishBatch of 10 from the producers; a consumer group
+// subscription acked by the ackers.
+func measureHubAPI(ctx context.Context, c *sqsConfig, h *benchHub, payload []byte) (float64, error) {
+	topic := "bench.sqs"
+	cl, err := client.New(ctx, h.url)
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	if err := cl.CreateTopic(ctx, broker.TopicConfig{Name: topic}); err != nil {
+		return 0, err
+	}
+	sub, err := cl.Subscribe(ctx, &broker.SubscribeParams{Topic: topic, Group: "bench", Start: broker.StartPosition{Kind: broker.StartEarliest}, MaxInFlight: 8192})
+	if err != nil {
+		return 0, err
+	}
+	cons := newAckCounter(c.count)
+	actx, acancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range c.ackers {
+		wg.Go(func() {
+			for d := range sub.Deliveries() {
+				if err := d.Ack(actx); err != nil {
+					if actx.Err() == nil {
+						cons.fail(fmt.Errorf("ack: %w", err))
+					}
+					continue
+				}
+				cons.add(1)
+			}
+		})
+	}
+	defer func() { _ = sub.Close(); acancel(); wg.Wait() }()
+	st, err := hubPublish(ctx, h, topic, payload, c.count, c.producers, sqsBatch)
+	if err != nil {
+		return 0, err
+	}
+	select {
+	case <-cons.Done():
+	case <-ctx.Done():
+		return 0, fmt.Errorf("waiting for the consumer (%d of %d acked): %w", cons.acked.Load(), c.count, ctx.Err())
+	}
+	if err := cons.Err(); err != nil {
+		return 0, err
+	}
+	return float64(c.count) / cons.LastAck().Sub(st.start).Seconds(), nil
+}
+
+// measureFace: the SQS face over the hub's engine on its own loopback
+// listener, driven by aws-sdk-go-v2.
+func measureFace(ctx context.Context, c *sqsConfig, h *benchHub, payload []byte) (float64, error) {
+	face, err := sqsface.NewFace(h.b, &sqsface.Config{MaxInFlight: 8192})
+	if err != nil {
+		return 0, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		_ = face.Close()
+		return 0, err
+	}
+	srv := &http.Server{Handler: face, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer func() { _ = srv.Close(); _ = face.Close() }()
+
+	conns := c.producers + c.consumers
+	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	api := sqs.New(sqs.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String("http://" + ln.Addr().String()),
+		Credentials:  credentials.NewStaticCredentialsProvider("bench", "bench", ""),
+		HTTPClient:   &http.Client{Transport: tr},
+	})
+	q, err := api.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String("bench")})
+	if err != nil {
+		return 0, fmt.Errorf("CreateQueue: %w", err)
+	}
+	qurl := q.QueueUrl
+	body := string(payload)
+
+	cons := newAckCounter(c.count)
+	rctx, rcancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range c.consumers {
+		wg.Go(func() {
+			for rctx.Err() == nil {
+				out, err := api.ReceiveMessage(rctx, &sqs.ReceiveMessageInput{QueueUrl: qurl, MaxNumberOfMessages: sqsBatch, WaitTimeSeconds: 1, VisibilityTimeout: 120})
+				if err != nil {
+					if rctx.Err() == nil {
+						cons.fail(fmt.Errorf("ReceiveMessage: %w", err))
+					}
+					return
+				}
+				if len(out.Messages) == 0 {
+					continue
+				}
+				entries := make([]sqstypes.DeleteMessageBatchRequestEntry, len(out.Messages))
+				for i, m := range out.Messages {
+					entries[i] = sqstypes.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: m.ReceiptHandle}
+				}
+				del, err := api.DeleteMessageBatch(rctx, &sqs.DeleteMessageBatchInput{QueueUrl: qurl, Entries: entries})
+				if err != nil {
+					if rctx.Err() == nil {
+						cons.fail(fmt.Errorf("DeleteMessageBatch: %w", err))
+					}
+					return
+				}
+				if len(del.Failed) > 0 {
+					cons.fail(fmt.Errorf("DeleteMessageBatch: %d failed: %s", len(del.Failed), aws.ToString(del.Failed[0].Message)))
+					return
+				}
+				cons.add(len(del.Successful))
+			}
+		})
+	}
+	defer func() { rcancel(); wg.Wait() }()
+
+	var next atomic.Int64
+	errs := make([]error, c.producers)
+	var pwg sync.WaitGroup
+	start := time.Now()
+	for i := range c.producers {
+		pwg.Go(func() {
+			entries := make([]sqstypes.SendMessageBatchRequestEntry, 0, sqsBatch)
+			for {
+				begin := int(next.Add(sqsBatch)) - sqsBatch
+				if begin >= c.count {
+					return
+				}
+				entries = entries[:0]
+				for j := range min(sqsBatch, c.count-begin) {
+					entries = append(entries, sqstypes.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(j)), MessageBody: aws.String(body)})
+				}
+				out, err := api.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: qurl, Entries: entries})
+				if err == nil && len(out.Failed) > 0 {
+					err = fmt.Errorf("%d entries failed: %s", len(out.Failed), aws.ToString(out.Failed[0].Message))
+				}
+				if err != nil {
+					errs[i] = fmt.Errorf("SendMessageBatch: %w", err)
+					cons.fail(errs[i])
+					return
+				}
+			}
+		})
+	}
+	pwg.Wait()
+	if err := firstErr(errs); err != nil {
+		return 0, err
+	}
+	select {
+	case <-cons.Done():
+	case <-ctx.Done():
+		return 0, fmt.Errorf("waiting for the receivers (%d of %d deleted): %w", cons.acked.Load(), c.count, ctx.Err())
+	}
+	if err := cons.Err(); err != nil {
+		return 0, err
+	}
+	return float64(c.count) / cons.LastAck().Sub(start).Seconds(), nil
+}
