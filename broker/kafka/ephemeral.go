@@ -43,13 +43,13 @@ func (b *Broker) subscribeEphemeral(ctx context.Context, kt string, p *broker.Su
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	s := brokerutil.NewSub(func() { cancel(); cl.Close() })
-	if err := b.track(s); err != nil {
+	if err := b.subs.Track(s, backendName); err != nil {
 		cancel()
 		cl.Close()
 		return nil, err
 	}
 	s.Run(func() error {
-		defer b.untrack(s)
+		defer b.subs.Untrack(s)
 		go func() { <-s.Done(); cancel() }()
 		for {
 			fs := cl.PollRecords(lctx, batch)

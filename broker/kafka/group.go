@@ -155,13 +155,13 @@ func (b *Broker) subscribeGroup(ctx context.Context, kt string, p *broker.Subscr
 	g.adm = kadm.NewClient(cl)
 	close(g.clReady) // the group callbacks wait for it
 	g.Sub = brokerutil.NewSub(g.stop)
-	if err := b.track(g.Sub); err != nil {
+	if err := b.subs.Track(g.Sub, backendName); err != nil {
 		cancel()
 		cl.Close()
 		return nil, err
 	}
 	g.Run(func() error {
-		defer b.untrack(g.Sub)
+		defer b.subs.Untrack(g.Sub)
 		var wg sync.WaitGroup
 		wg.Go(g.dispatch)
 		wg.Go(g.committer)

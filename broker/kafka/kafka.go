@@ -67,7 +67,7 @@ type Broker struct {
 	topics sync.Map // Kafka topic name -> struct{} (known to exist)
 
 	mu     sync.Mutex
-	subs   map[*brokerutil.Sub]struct{}
+	subs   brokerutil.Subs
 	closed bool
 	pubs   sync.WaitGroup // publishes in progress
 }
@@ -163,7 +163,7 @@ func Open(ctx context.Context, rawURL string) (*Broker, error) {
 	if d, ok := ctx.Deadline(); ok && time.Until(d) < cfg.dialTimeout {
 		cfg.dialTimeout = max(time.Until(d), time.Millisecond)
 	}
-	b := &Broker{cfg: cfg, limits: message.DefaultLimits(), subs: map[*brokerutil.Sub]struct{}{}}
+	b := &Broker{cfg: cfg, limits: message.DefaultLimits()}
 	addr := strings.Join(seeds, ",")
 
 	// Learn the broker's message.max.bytes before producing, so the producer
@@ -277,33 +277,11 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
-	subs := make([]*brokerutil.Sub, 0, len(b.subs))
-	for s := range b.subs {
-		subs = append(subs, s)
-	}
 	b.mu.Unlock()
-	for _, s := range subs {
-		_ = s.Close()
-	}
+	b.subs.CloseAll()
 	b.pubs.Wait()
 	b.cl.Close()
 	return nil
-}
-
-func (b *Broker) track(s *brokerutil.Sub) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return fmt.Errorf("%s: %w", backendName, broker.ErrClosed)
-	}
-	b.subs[s] = struct{}{}
-	return nil
-}
-
-func (b *Broker) untrack(s *brokerutil.Sub) {
-	b.mu.Lock()
-	delete(b.subs, s)
-	b.mu.Unlock()
 }
 
 // beginPublish registers a publish in progress, or fails when closed.

@@ -134,12 +134,12 @@ func (b *Broker) subscribeGroup(ctx context.Context, p *broker.SubscribeParams) 
 	if err != nil {
 		return nil, err
 	}
-	if err := b.track(g.Sub); err != nil {
+	if err := b.subs.Track(g.Sub, backendName); err != nil {
 		_ = ch.Close()
 		return nil, err
 	}
 	g.Run(func() error {
-		defer b.untrack(g.Sub)
+		defer b.subs.Untrack(g.Sub)
 		for {
 			g.serve(ch, msgs, reqs)
 			g.releaseAll()
@@ -511,13 +511,13 @@ func (b *Broker) subscribeEphemeral(ctx context.Context, p *broker.SubscribePara
 	if err != nil {
 		return nil, err
 	}
-	if err := b.track(s); err != nil {
+	if err := b.subs.Track(s, backendName); err != nil {
 		_ = ch.Close()
 		return nil, err
 	}
 	acker := ephemeralAcker{b: b}
 	s.Run(func() error {
-		defer b.untrack(s)
+		defer b.subs.Untrack(s)
 		for {
 		serve:
 			for {

@@ -93,7 +93,7 @@ type Broker struct {
 	conn    *amqp.Connection
 	ready   chan struct{} // closed while conn is usable
 	pub     *publisher
-	subs    map[*brokerutil.Sub]struct{}
+	subs    brokerutil.Subs
 	closed  bool
 	closing chan struct{}
 	done    chan struct{}
@@ -155,7 +155,7 @@ func Open(ctx context.Context, rawURL string) (*Broker, error) {
 	clean.RawQuery = ""
 	b := &Broker{
 		url: clean.String(), cfg: cfg, limits: message.DefaultLimits(),
-		subs: map[*brokerutil.Sub]struct{}{}, closing: make(chan struct{}), done: make(chan struct{}),
+		closing: make(chan struct{}), done: make(chan struct{}),
 		ready: make(chan struct{}),
 	}
 	conn, err := b.dial()
@@ -330,36 +330,14 @@ func (b *Broker) Close() error {
 	}
 	b.closed = true
 	close(b.closing)
-	subs := make([]*brokerutil.Sub, 0, len(b.subs))
-	for s := range b.subs {
-		subs = append(subs, s)
-	}
 	conn := b.conn
 	b.mu.Unlock()
-	for _, s := range subs {
-		_ = s.Close()
-	}
+	b.subs.CloseAll()
 	if conn != nil {
 		_ = conn.Close()
 	}
 	<-b.done
 	return nil
-}
-
-func (b *Broker) track(s *brokerutil.Sub) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return fmt.Errorf("%s: %w", backendName, broker.ErrClosed)
-	}
-	b.subs[s] = struct{}{}
-	return nil
-}
-
-func (b *Broker) untrack(s *brokerutil.Sub) {
-	b.mu.Lock()
-	delete(b.subs, s)
-	b.mu.Unlock()
 }
 
 // nextSeq returns a strictly increasing, time-based sequence number.

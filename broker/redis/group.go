@@ -33,13 +33,13 @@ func (b *Broker) subscribeLive(ctx context.Context, p *broker.SubscribeParams) (
 		return nil, err
 	}
 	s := brokerutil.NewSub(func() { _ = ps.Close() })
-	if err := b.track(s); err != nil {
+	if err := b.subs.Track(s, b.caps.Name); err != nil {
 		_ = ps.Close()
 		return nil, err
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	s.Run(func() error {
-		defer b.untrack(s)
+		defer b.subs.Untrack(s)
 		go func() { <-s.Done(); cancel() }()
 		pumped := make(chan struct{})
 		go func() { b.pumpPubSub(s, ps, p.Topic, ""); close(pumped) }()
@@ -151,13 +151,13 @@ func (b *Broker) subscribeGroup(ctx context.Context, p *broker.SubscribeParams) 
 		inflight: map[string]*flight{},
 	}
 	g.Sub = brokerutil.NewSub(func() { _ = ps.Close(); g.release() })
-	if err := b.track(g.Sub); err != nil {
+	if err := b.subs.Track(g.Sub, b.caps.Name); err != nil {
 		_ = ps.Close()
 		return nil, err
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	g.Run(func() error {
-		defer b.untrack(g.Sub)
+		defer b.subs.Untrack(g.Sub)
 		go func() { <-g.Done(); cancel() }()
 		pumped := make(chan struct{})
 		go func() { b.pumpPubSub(g.Sub, ps, p.Topic, p.Group); close(pumped) }()

@@ -166,12 +166,12 @@ func (b *Broker) subscribePubSub(ctx context.Context, p *broker.SubscribeParams)
 		return nil, err
 	}
 	s := brokerutil.NewSub(func() { _ = ps.Close() })
-	if err := b.track(s); err != nil {
+	if err := b.subs.Track(s, b.caps.Name); err != nil {
 		_ = ps.Close()
 		return nil, err
 	}
 	s.Run(func() error {
-		defer b.untrack(s)
+		defer b.subs.Untrack(s)
 		b.pumpPubSub(s, ps, p.Topic, "")
 		return nil
 	})

@@ -77,7 +77,7 @@ type Broker struct {
 	caps   broker.Capabilities
 
 	mu     sync.Mutex
-	subs   map[*brokerutil.Sub]struct{}
+	subs   brokerutil.Subs
 	closed bool
 }
 
@@ -159,7 +159,7 @@ func Open(ctx context.Context, rawURL string) (*Broker, error) {
 			return nil, brokerutil.Unreachable(name, cfg.addr, err)
 		}
 	}
-	b := &Broker{rdb: rdb, cfg: cfg, limits: message.DefaultLimits(), subs: map[*brokerutil.Sub]struct{}{}}
+	b := &Broker{rdb: rdb, cfg: cfg, limits: message.DefaultLimits()}
 	if cfg.pubsub {
 		b.caps = broker.Capabilities{
 			Name:      name,
@@ -213,31 +213,9 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
-	subs := make([]*brokerutil.Sub, 0, len(b.subs))
-	for s := range b.subs {
-		subs = append(subs, s)
-	}
 	b.mu.Unlock()
-	for _, s := range subs {
-		_ = s.Close()
-	}
+	b.subs.CloseAll()
 	return b.rdb.Close()
-}
-
-func (b *Broker) track(s *brokerutil.Sub) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return fmt.Errorf("%s: %w", b.caps.Name, broker.ErrClosed)
-	}
-	b.subs[s] = struct{}{}
-	return nil
-}
-
-func (b *Broker) untrack(s *brokerutil.Sub) {
-	b.mu.Lock()
-	delete(b.subs, s)
-	b.mu.Unlock()
 }
 
 func (b *Broker) isClosed() bool {
