@@ -28,6 +28,7 @@ type topic struct {
 	cfg  broker.TopicConfig
 
 	reqs    chan *appendReq
+	wmu     sync.Mutex   // held while committing: by the writer goroutine or a leader publisher
 	sendMu  sync.RWMutex // see appendAsync
 	stop    chan struct{}
 	stopped chan struct{}
@@ -136,6 +137,8 @@ func (t *topic) close() {
 	t.sendMu.Lock() // no sender is between its stop check and its send
 	t.failQueued()
 	t.sendMu.Unlock()
+	t.wmu.Lock() // a publisher committing on the leader path finishes first
+	defer t.wmu.Unlock()
 	t.mu.Lock()
 	t.closeSegments()
 	t.mu.Unlock()
@@ -171,6 +174,24 @@ func (t *topic) append(ctx context.Context, req *appendReq) error {
 	done := donePool.Get().(chan error)
 	req.done = done
 	req.res = make([]broker.MessageResult, len(req.msgs))
+	// Leader path: when no commit is running and nothing is queued, this
+	// goroutine writes and syncs its own request (and whatever arrives in
+	// the meantime is queued for the writer goroutine, which batches it).
+	// That spares a lone publisher two goroutine hand-offs per publish.
+	if len(t.reqs) == 0 && t.wmu.TryLock() {
+		select {
+		case <-t.stop:
+			t.wmu.Unlock()
+			donePool.Put(done)
+			return fmt.Errorf("topic %q: %w", t.name, broker.ErrClosed)
+		default:
+		}
+		t.commit([]*appendReq{req})
+		t.wmu.Unlock()
+		err := <-done // answered by commit, exactly once
+		donePool.Put(done)
+		return err
+	}
 	cancel := ctx.Done()
 	select {
 	case t.reqs <- req:
@@ -227,7 +248,9 @@ func (t *topic) writeLoop() {
 				break drain
 			}
 		}
+		t.wmu.Lock() // a publisher may be committing on the leader path
 		t.commit(batch)
+		t.wmu.Unlock()
 		for i := range batch {
 			batch[i] = nil
 		}
