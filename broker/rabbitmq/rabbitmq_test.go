@@ -72,28 +72,13 @@ func TestConformanceClassic(t *testing.T) {
 }
 
 func TestOpenErrors(t *testing.T) {
-	for _, tc := range []struct {
-		url  string
-		want error
-	}{
-		{"amqp://guest:guest@127.0.0.1:1/", broker.ErrUnavailable},
-		{"amqp://", broker.ErrBadURL},
-		{"amqp://guest:guest@127.0.0.1:5672/?queue_type=stream", broker.ErrBadURL},
-		{"amqp://guest:guest@127.0.0.1:5672/?nope=1", broker.ErrBadURL},
-	} {
-		start := time.Now()
-		_, err := sbrabbit.Open(context.Background(), tc.url)
-		if !errors.Is(err, tc.want) {
-			t.Errorf("Open(%q) = %v, want %v", tc.url, err, tc.want)
-			continue
-		}
-		if time.Since(start) > 6*time.Second {
-			t.Errorf("Open(%q) took %s", tc.url, time.Since(start))
-		}
-		if tc.want == broker.ErrUnavailable && !strings.Contains(err.Error(), "127.0.0.1:1") {
-			t.Errorf("error does not name the address: %v", err)
-		}
-	}
+	open := func(ctx context.Context, u string) (broker.Broker, error) { return sbrabbit.Open(ctx, u) }
+	brokertest.CheckOpen(t, open, 6*time.Second, []brokertest.OpenCase{
+		{URL: "amqp://guest:guest@127.0.0.1:1/", Want: broker.ErrUnavailable},
+		{URL: "amqp://", Want: broker.ErrBadURL},
+		{URL: "amqp://guest:guest@127.0.0.1:5672/?queue_type=stream", Want: broker.ErrBadURL},
+		{URL: "amqp://guest:guest@127.0.0.1:5672/?nope=1", Want: broker.ErrBadURL},
+	})
 }
 
 func TestBadCredentials(t *testing.T) {

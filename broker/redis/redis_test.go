@@ -81,28 +81,13 @@ func TestPubSubRefusesGroups(t *testing.T) {
 }
 
 func TestOpenErrors(t *testing.T) {
-	for _, tc := range []struct {
-		url  string
-		want error
-	}{
-		{"redis://127.0.0.1:1", broker.ErrUnavailable},
-		{"redis://", broker.ErrBadURL},
-		{"redis://127.0.0.1:6379?mode=cluster", broker.ErrBadURL},
-		{"redis://127.0.0.1:6379?nope=1", broker.ErrBadURL},
-	} {
-		start := time.Now()
-		_, err := sbredis.Open(context.Background(), tc.url)
-		if !errors.Is(err, tc.want) {
-			t.Errorf("Open(%q) = %v, want %v", tc.url, err, tc.want)
-			continue
-		}
-		if time.Since(start) > 6*time.Second {
-			t.Errorf("Open(%q) took %s", tc.url, time.Since(start))
-		}
-		if tc.want == broker.ErrUnavailable && !strings.Contains(err.Error(), "127.0.0.1:1") {
-			t.Errorf("error does not name the address: %v", err)
-		}
-	}
+	open := func(ctx context.Context, u string) (broker.Broker, error) { return sbredis.Open(ctx, u) }
+	brokertest.CheckOpen(t, open, 6*time.Second, []brokertest.OpenCase{
+		{URL: "redis://127.0.0.1:1", Want: broker.ErrUnavailable},
+		{URL: "redis://", Want: broker.ErrBadURL},
+		{URL: "redis://127.0.0.1:6379?mode=cluster", Want: broker.ErrBadURL},
+		{URL: "redis://127.0.0.1:6379?nope=1", Want: broker.ErrBadURL},
+	})
 }
 
 func TestBadCredentials(t *testing.T) {

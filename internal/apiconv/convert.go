@@ -124,19 +124,6 @@ func StartFromProto(p *v1.StartPosition) broker.StartPosition {
 	return broker.StartPosition{Kind: broker.StartLatest}
 }
 
-// DeliveryToProto converts d, identified by token.
-func DeliveryToProto(d *broker.Delivery, token string) *v1.Delivery {
-	return &v1.Delivery{
-		Token:       token,
-		Message:     MessageToProto(d.Message, true),
-		Group:       d.Info.Group,
-		Seq:         d.Info.Seq,
-		Attempt:     int32(d.Info.Attempt),
-		Redelivered: d.Info.Redelivered,
-		Deadline:    Timestamp(d.Info.Deadline),
-	}
-}
-
 // InfoFromProto extracts the delivery metadata of p.
 func InfoFromProto(p *v1.Delivery) message.Info {
 	return message.Info{
