@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/http/httptrace"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -18,6 +21,13 @@ type ClientConfig struct {
 	// DefaultTimeout is the deadline of a call whose ctx has none (the
 	// fail-fast rule: no call waits forever). Default 5 s.
 	DefaultTimeout time.Duration
+	// ConnectTimeout, when positive, bounds how long one attempt may wait
+	// for a connection (dial, TLS, HTTP/2 setup). An attempt
+	// that gets none in time is abandoned with DeadlineExceeded before
+	// anything was sent, and is retried like any failure before sending.
+	// Default 0: an attempt may wait for the call's whole deadline (and
+	// the transport's own dial timeout still applies).
+	ConnectTimeout time.Duration
 	// MaxAttempts bounds attempts of one retryable call. Default 3.
 	MaxAttempts int
 	// BaseBackoff and MaxBackoff shape the exponential backoff with full
@@ -35,7 +45,8 @@ type ClientConfig struct {
 	// one probe through (half-open). Default 5 s.
 	OpenFor time.Duration
 	// OnStateChange, when set, is called on every breaker transition (for
-	// metrics and logs). It must not block.
+	// logs; metrics are [ClientInterceptor.Collector]). It is called with
+	// the target's lock held and must not block or call the interceptor.
 	OnStateChange func(target string, from, to BreakerState)
 	// Now and Rand are for tests (defaults time.Now and math/rand/v2).
 	Now  func() time.Time
@@ -77,29 +88,36 @@ func (c *ClientConfig) withDefaults() ClientConfig {
 // ClientInterceptor is the resilient client policy set for connect clients:
 // a default deadline, retries only for calls that are safe to repeat, a
 // retry budget and a circuit breaker per target (hedging is [Hedge]). Pass it
-// to connect.WithInterceptors. It is safe for concurrent use.
+// to connect.WithInterceptors. It is safe for concurrent use, and
+// observable with [ClientInterceptor.Collector].
 //
-// A call is retried only when its method is marked idempotency_level
+// A unary call is retried only when its method is marked idempotency_level
 // NO_SIDE_EFFECTS or IDEMPOTENT (connect.WithIdempotency, set by the
 // generated code), or it carries an idempotency key (an Idempotency-Key
 // header, or a non-empty idempotency_key field in the request); and only
-// on Unavailable or ResourceExhausted. Streams get the deadline and the
-// breaker check only.
+// on Unavailable, ResourceExhausted, or DeadlineExceeded when the request
+// provably was not sent. "Not sent" means net/http's Transport (as
+// reported through net/http/httptrace) never handed the request a
+// connection — the dial or the wait for a connection did not complete —
+// or the error is a dial error; a DeadlineExceeded after a connection was
+// obtained (a server that is slow, that answered deadline_exceeded, or a
+// response header timeout) is never retried. Transports that report no
+// httptrace events (in-process, topic) therefore never retry
+// DeadlineExceeded. Streams pass through unchanged.
 type ClientInterceptor struct {
-	cfg      ClientConfig
-	mu       sync.Mutex
-	breakers map[string]*breaker
-	tokens   float64
+	cfg     ClientConfig
+	mu      sync.Mutex
+	targets map[string]*target
+	tokens  float64
 }
 
 // NewClientInterceptor returns the policy set; cfg may be nil (defaults).
 func NewClientInterceptor(cfg *ClientConfig) *ClientInterceptor {
-	return &ClientInterceptor{cfg: cfg.withDefaults(), breakers: map[string]*breaker{}, tokens: 10}
+	return &ClientInterceptor{cfg: cfg.withDefaults(), targets: map[string]*target{}, tokens: maxTokens}
 }
 
-// ErrCircuitOpen is wrapped by the Unavailable error of a call refused by
-// an open breaker.
-var ErrCircuitOpen = errors.New("circuit breaker open")
+// maxTokens is the most retry tokens the budget saves.
+const maxTokens = 10
 
 // WrapUnary implements connect.Interceptor.
 func (ci *ClientInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
@@ -109,37 +127,113 @@ func (ci *ClientInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc
 			ctx, cancel = context.WithTimeout(ctx, ci.cfg.DefaultTimeout)
 			defer cancel()
 		}
-		target := req.Peer().Addr
-		b := ci.breaker(target)
+		t := ci.target(req.Peer().Addr)
+		hedge, _ := ctx.Value(hedgeKey{}).(*hedgeMark)
 		retryable := safeToRetry(req)
 		ci.earn()
 		for attempt := 1; ; attempt++ {
-			if err := b.allow(ci, target); err != nil {
+			if err := t.allow(ci); err != nil {
 				return nil, err
 			}
-			res, err := next(ctx, req)
-			b.record(ci, target, err)
+			if hedge != nil && attempt == 1 {
+				t.count(func(t *target) { t.hedges++ })
+				hedge.won = func() { t.count(func(t *target) { t.hedgeWins++ }) }
+			}
+			res, notSent, err := ci.try(ctx, next, req, t.addr)
+			t.record(ci, err)
 			if err == nil {
 				return res, nil
 			}
-			code := connect.CodeOf(err)
-			if !retryable || attempt >= ci.cfg.MaxAttempts || (code != connect.CodeUnavailable && code != connect.CodeResourceExhausted) || !ci.spend() {
+			if !retryable || attempt >= ci.cfg.MaxAttempts || !retryableError(err, notSent) || ctx.Err() != nil {
+				return nil, err
+			}
+			if !ci.spend() {
+				t.count(func(t *target) { t.budgetExhausted++ })
 				return nil, err
 			}
 			if !ci.sleep(ctx, attempt) {
 				return nil, err
 			}
+			code := connect.CodeOf(err)
+			t.count(func(t *target) { t.retries[code]++ })
 		}
 	}
 }
 
-// WrapStreamingClient implements connect.Interceptor: a default deadline
-// is not applied to streams (they may be long-lived); an open breaker
-// fails them fast.
-func (ci *ClientInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
-		return next(ctx, spec)
+// retryableError reports whether a failed attempt of a call that is safe
+// to repeat may be repeated.
+func retryableError(err error, notSent bool) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeUnavailable, connect.CodeResourceExhausted:
+		return !errors.Is(err, ErrCircuitOpen)
+	case connect.CodeDeadlineExceeded:
+		return notSent
 	}
+	return false
+}
+
+// sendTrace follows one attempt through net/http's Transport.
+type sendTrace struct {
+	getConn atomic.Bool // the Transport started looking for a connection
+	gotConn atomic.Bool // the request got a connection: it may have been written
+}
+
+// try makes one attempt. notSent reports that the request provably did not
+// leave the client: the Transport looked for a connection and never got
+// one, or the error is a dial error. GotConn is called by the Transport in
+// the goroutine of RoundTrip before it writes anything, and a unary
+// connect call returns only after RoundTrip has, so the flags are final
+// when next returns.
+func (ci *ClientInterceptor) try(ctx context.Context, next connect.UnaryFunc, req connect.AnyRequest, addr string) (res connect.AnyResponse, notSent bool, err error) {
+	var st sendTrace
+	actx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GetConn: func(string) { st.getConn.Store(true) },
+		GotConn: func(httptrace.GotConnInfo) { st.gotConn.Store(true) },
+	})
+	var connectTimedOut atomic.Bool
+	if d := ci.cfg.ConnectTimeout; d > 0 {
+		var cancel context.CancelCauseFunc
+		actx, cancel = context.WithCancelCause(actx)
+		defer cancel(nil)
+		timer := time.AfterFunc(d, func() {
+			if !st.gotConn.Load() {
+				connectTimedOut.Store(true)
+				cancel(errNoConnection)
+			}
+		})
+		defer timer.Stop()
+	}
+	res, err = next(actx, req)
+	if err == nil {
+		return res, false, nil
+	}
+	notSent = !st.gotConn.Load() && (st.getConn.Load() || isDialError(err))
+	if connectTimedOut.Load() && ctx.Err() == nil {
+		// The attempt was abandoned by ConnectTimeout, not by the caller:
+		// connect reports the cancellation as Canceled.
+		if notSent {
+			err = fmt.Errorf("no connection to %s within %s (ConnectTimeout): %w", addr, ci.cfg.ConnectTimeout, errNoConnection)
+		} else { // the connection came as the timer fired
+			err = fmt.Errorf("ConnectTimeout (%s) ran out as %s was connected; the request may have been sent: %w", ci.cfg.ConnectTimeout, addr, err)
+		}
+		err = connect.NewError(connect.CodeDeadlineExceeded, err)
+	}
+	return nil, notSent, err
+}
+
+// errNoConnection is the cause of an attempt abandoned by ConnectTimeout.
+var errNoConnection = errors.New("call: the request was not sent")
+
+// isDialError reports a failure to open a connection (nothing was sent).
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// WrapStreamingClient implements connect.Interceptor: streams pass through
+// (no default deadline, since they may be long-lived; no retries).
+func (ci *ClientInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
 }
 
 // WrapStreamingHandler implements connect.Interceptor (no-op).
@@ -167,7 +261,7 @@ func safeToRetry(req connect.AnyRequest) bool {
 
 func (ci *ClientInterceptor) earn() {
 	ci.mu.Lock()
-	ci.tokens = min(ci.tokens+ci.cfg.RetryBudget, 10)
+	ci.tokens = min(ci.tokens+ci.cfg.RetryBudget, maxTokens)
 	ci.mu.Unlock()
 }
 
@@ -205,28 +299,32 @@ func (ci *ClientInterceptor) sleep(ctx context.Context, attempt int) bool {
 // is cancelled. Use it only for NO_SIDE_EFFECTS methods (reads): both
 // attempts may reach the server. (connect writes a request's headers while
 // sending it, so hedging needs a copy per attempt and cannot be an
-// interceptor.)
+// interceptor.) A [ClientInterceptor] of fn's client counts the hedged
+// attempt and, when its answer is the one returned, the win
+// (switchboard_call_client_hedges_total, _hedge_wins_total).
 //
 //	res, err := call.Hedge(ctx, 50*time.Millisecond, client.GetCharge, req)
 func Hedge[Req, Res any](ctx context.Context, delay time.Duration, fn func(context.Context, *connect.Request[Req]) (*connect.Response[Res], error), req *connect.Request[Req]) (*connect.Response[Res], error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
-		res *connect.Response[Res]
-		err error
+		res    *connect.Response[Res]
+		err    error
+		hedged bool
 	}
 	results := make(chan result, 2)
-	launch := func(r *connect.Request[Req]) {
+	launch := func(ctx context.Context, r *connect.Request[Req], hedged bool) {
 		go func() {
 			res, err := fn(ctx, r)
-			results <- result{res, err}
+			results <- result{res, err, hedged}
 		}()
 	}
 	second := connect.NewRequest(req.Msg)
 	for k, v := range req.Header() {
 		second.Header()[k] = append([]string(nil), v...)
 	}
-	launch(req)
+	mark := &hedgeMark{}
+	launch(ctx, req, false)
 	t := time.NewTimer(delay)
 	defer t.Stop()
 	hedge, inflight := t.C, 1
@@ -234,122 +332,24 @@ func Hedge[Req, Res any](ctx context.Context, delay time.Duration, fn func(conte
 		select {
 		case <-hedge:
 			hedge = nil
-			launch(second)
+			launch(context.WithValue(ctx, hedgeKey{}, mark), second, true)
 			inflight++
 		case r := <-results:
 			inflight--
 			if r.err == nil || inflight == 0 {
 				// A success wins; a failure answers once nothing else is
 				// in flight.
+				if r.hedged && r.err == nil && mark.won != nil {
+					mark.won() // set by the attempt's goroutine before it sent r
+				}
 				return r.res, r.err
 			}
 		}
 	}
 }
 
-// BreakerState is the state of a target's circuit breaker.
-type BreakerState int
+// hedgeKey marks the ctx of a hedged attempt with its *hedgeMark.
+type hedgeKey struct{}
 
-const (
-	BreakerClosed   BreakerState = iota // calls flow; failures are counted
-	BreakerOpen                         // calls fail fast with Unavailable
-	BreakerHalfOpen                     // one probe call decides
-)
-
-func (s BreakerState) String() string {
-	return [...]string{"closed", "open", "half-open"}[s]
-}
-
-type breaker struct {
-	mu       sync.Mutex
-	state    BreakerState
-	failures int
-	openedAt time.Time
-	probing  bool
-}
-
-func (ci *ClientInterceptor) breaker(target string) *breaker {
-	ci.mu.Lock()
-	defer ci.mu.Unlock()
-	b, ok := ci.breakers[target]
-	if !ok {
-		b = &breaker{}
-		ci.breakers[target] = b
-	}
-	return b
-}
-
-// BreakerState returns the state of target's breaker ("host:port", as
-// connect reports the peer).
-func (ci *ClientInterceptor) BreakerState(target string) BreakerState {
-	b := ci.breaker(target)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.state == BreakerOpen && ci.cfg.Now().Sub(b.openedAt) >= ci.cfg.OpenFor {
-		return BreakerHalfOpen
-	}
-	return b.state
-}
-
-func (b *breaker) set(ci *ClientInterceptor, target string, s BreakerState) {
-	if b.state == s {
-		return
-	}
-	from := b.state
-	b.state = s
-	if ci.cfg.OnStateChange != nil {
-		ci.cfg.OnStateChange(target, from, s)
-	}
-}
-
-func (b *breaker) allow(ci *ClientInterceptor, target string) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	switch b.state {
-	case BreakerOpen:
-		if ci.cfg.Now().Sub(b.openedAt) < ci.cfg.OpenFor {
-			return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w for %s after %d failures; failing fast, next probe in %s",
-				ErrCircuitOpen, target, b.failures, ci.cfg.OpenFor-ci.cfg.Now().Sub(b.openedAt)))
-		}
-		b.set(ci, target, BreakerHalfOpen)
-		b.probing = true
-		return nil
-	case BreakerHalfOpen:
-		if b.probing {
-			return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w for %s: a probe call is in flight", ErrCircuitOpen, target))
-		}
-		b.probing = true
-	}
-	return nil
-}
-
-func (b *breaker) record(ci *ClientInterceptor, target string, err error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	fail := false
-	switch connect.CodeOf(err) {
-	case connect.CodeUnavailable, connect.CodeResourceExhausted, connect.CodeDeadlineExceeded,
-		connect.CodeInternal, connect.CodeUnknown, connect.CodeDataLoss:
-		fail = err != nil && !errors.Is(err, ErrCircuitOpen)
-	}
-	if b.state == BreakerHalfOpen {
-		b.probing = false
-		if fail {
-			b.openedAt = ci.cfg.Now()
-			b.set(ci, target, BreakerOpen)
-		} else {
-			b.failures = 0
-			b.set(ci, target, BreakerClosed)
-		}
-		return
-	}
-	if !fail {
-		b.failures = 0
-		return
-	}
-	b.failures++
-	if b.failures >= ci.cfg.FailureThreshold && b.state == BreakerClosed {
-		b.openedAt = ci.cfg.Now()
-		b.set(ci, target, BreakerOpen)
-	}
-}
+// hedgeMark lets a ClientInterceptor count a hedge's win.
+type hedgeMark struct{ won func() }

@@ -53,6 +53,14 @@ func newFixture(t *testing.T, opts ...call.Option) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.base = serve(t, srv)
+	return f
+}
+
+// serve runs srv on a loopback port until the test ends and returns its
+// base URL.
+func serve(t *testing.T, srv *call.Server) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -68,8 +76,7 @@ func newFixture(t *testing.T, opts ...call.Option) *fixture {
 			t.Error("server did not stop")
 		}
 	})
-	f.base = "http://" + ln.Addr().String()
-	return f
+	return "http://" + ln.Addr().String()
 }
 
 // do sends a request and returns status, content type and body.

@@ -81,7 +81,17 @@ func (t inprocTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		sreq.Body = http.NoBody
 	}
 	go func() {
-		defer w.finish()
+		defer func() {
+			// A handler that aborts its response (http.ErrAbortHandler, as
+			// recoverPanics does after a late panic) cuts the response off,
+			// as a server closes the connection: there is no process-wide
+			// recovery for this goroutine.
+			if p := recover(); p != nil {
+				w.abort(errAborted) // p may hold handler details: never shown
+				return
+			}
+			w.finish()
+		}()
 		t.h.ServeHTTP(w, sreq)
 	}()
 	select {
@@ -89,6 +99,9 @@ func (t inprocTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	case <-req.Context().Done():
 		_ = pr.CloseWithError(req.Context().Err())
 		return nil, req.Context().Err()
+	}
+	if w.err != nil {
+		return nil, w.err
 	}
 	return &http.Response{
 		Status:     http.StatusText(w.status),
@@ -101,14 +114,29 @@ func (t inprocTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}, nil
 }
 
+// errAborted is the transport error of an in-process call whose handler
+// aborted its response.
+var errAborted = errors.New("call: the handler aborted the response")
+
 // pipeWriter is the ResponseWriter of an in-process call.
 type pipeWriter struct {
 	header http.Header
 	sent   http.Header
 	status int
+	err    error // set, before ready closes, when the handler aborted before answering
 	pw     *io.PipeWriter
 	once   sync.Once
 	ready  chan struct{}
+}
+
+// abort ends the response with err: RoundTrip returns err if nothing was
+// answered yet, else reading the body fails with it.
+func (w *pipeWriter) abort(err error) {
+	w.once.Do(func() {
+		w.err = err
+		close(w.ready)
+	})
+	_ = w.pw.CloseWithError(err)
 }
 
 func (w *pipeWriter) Header() http.Header { return w.header }

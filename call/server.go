@@ -130,7 +130,11 @@ func WithGraphQLLimits(l GraphQLLimits) Option {
 func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
 
 // WithUnknownHandler answers requests no route matches (default: a JSON
-// google.rpc.Status with code NOT_FOUND and HTTP 404).
+// google.rpc.Status with code NOT_FOUND and HTTP 404). It does not see
+// calls of unknown methods: a gRPC, gRPC-Web or Connect request to an
+// unknown path, and any request to /{package}.{Service}/{Method} of a
+// mounted service without that method, are answered UNIMPLEMENTED in the
+// caller's protocol (HTTP 501 for Connect and the REST default route).
 func WithUnknownHandler(h http.Handler) Option {
 	return optionFunc(func(c *config) { c.unknown = h })
 }
@@ -176,7 +180,7 @@ func NewServer(opts ...Option) (*Server, error) {
 		if !ok {
 			return nil, fmt.Errorf("call: %q is not a service", name)
 		}
-		svc := &service{desc: sd, path: e.path, handler: s.withDeadline(e.handler)}
+		svc := &service{desc: sd, path: e.path, handler: s.recoverPanics(s.withDeadline(e.handler))}
 		for i := 0; i < sd.Methods().Len(); i++ {
 			md := sd.Methods().Get(i)
 			m := &method{svc: svc, desc: md, procedure: "/" + string(sd.FullName()) + "/" + string(md.Name())}
@@ -195,7 +199,7 @@ func NewServer(opts ...Option) (*Server, error) {
 	// parsed (strictly) and printed by one codec for REST and Connect JSON.
 	tc, err := vanguard.NewTranscoder(vsvcs,
 		vanguard.WithCodec(NewStrictJSONCodec),
-		vanguard.WithUnknownHandler(c.unknown),
+		vanguard.WithUnknownHandler(s.unknownMethod(c.unknown)),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("call: REST routes: %w", err)

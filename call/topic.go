@@ -254,7 +254,9 @@ func (s *Server) serveMessage(ctx context.Context, topic string, m *message.Mess
 		req.Header.Set("Connect-Timeout-Ms", t)
 	}
 	rec := &recorder{header: http.Header{}}
-	meth.svc.handler.ServeHTTP(rec, req)
+	if aborted := serveRecovered(meth.svc.handler, rec, req); aborted {
+		return errorReply(connect.NewError(connect.CodeInternal, errPanic))
+	}
 	if rec.status == 0 {
 		rec.status = http.StatusOK
 	}
