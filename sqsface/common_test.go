@@ -17,6 +17,7 @@ import (
 
 	"github.com/switchboard-dev/switchboard/broker"
 	_ "github.com/switchboard-dev/switchboard/broker/embedded"
+	"github.com/switchboard-dev/switchboard/internal/awshttp"
 	"github.com/switchboard-dev/switchboard/sqsface"
 )
 
@@ -85,7 +86,12 @@ func newClient(t *testing.T, url, key, secret string) *sqs.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sqs.NewFromConfig(cfg, func(o *sqs.Options) { o.BaseEndpoint = aws.String(url) })
+	return sqs.NewFromConfig(cfg, func(o *sqs.Options) {
+		o.BaseEndpoint = aws.String(url)
+		// A copy of each request body: see internal/awshttp for the race
+		// between the SDK and net/http that otherwise loses responses.
+		o.HTTPClient = awshttp.NewClient(16)
+	})
 }
 
 func ctxT(t *testing.T) context.Context {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/switchboard-dev/switchboard/broker"
+	"github.com/switchboard-dev/switchboard/message"
 )
 
 // NoopAcker settles ephemeral deliveries: they need no settlement, so every
@@ -23,6 +24,19 @@ func (NoopAcker) Term(context.Context, *broker.Delivery, string) error { return 
 
 // Extend does nothing: ephemeral deliveries have no deadline.
 func (NoopAcker) Extend(context.Context, *broker.Delivery, time.Duration) error { return nil }
+
+// ReplyMessage checks resp against l and returns the copy to send as the
+// reply, with a new ID when resp has none.
+func ReplyMessage(l message.Limits, resp *message.Message) (*message.Message, error) {
+	if err := l.Validate(resp); err != nil {
+		return nil, err
+	}
+	m := resp.Clone()
+	if m.ID == "" {
+		m.ID = message.NewID()
+	}
+	return m, nil
+}
 
 // Request topics. A request travels on ReqPrefix+topic so that it reaches
 // the topic's ephemeral subscribers (the responders) and is never stored in

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/switchboard-dev/switchboard/broker"
@@ -24,6 +26,23 @@ func Unreachable(backend, addr string, err error) error {
 // BadURL returns an error matching broker.ErrBadURL.
 func BadURL(backend string, u *url.URL, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %q: %s", broker.ErrBadURL, backend, broker.Redact(u.String()), fmt.Sprintf(format, args...))
+}
+
+// ParseURL parses rawURL for backend: its scheme must be one of schemes
+// and it must name a host. The errors match broker.ErrBadURL, show the URL
+// with its password redacted, and end with example as the URL to use.
+func ParseURL(backend, rawURL, example string, schemes ...string) (*url.URL, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %q: %v", broker.ErrBadURL, backend, broker.Redact(rawURL), err)
+	}
+	if !slices.Contains(schemes, u.Scheme) {
+		return nil, BadURL(backend, u, "scheme must be %s://; use %s", strings.Join(schemes, ":// or "), example)
+	}
+	if u.Host == "" {
+		return nil, BadURL(backend, u, "no host; use %s", example)
+	}
+	return u, nil
 }
 
 // Query reads the known query parameters of u and refuses unknown ones, so a

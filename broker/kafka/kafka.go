@@ -107,15 +107,9 @@ type config struct {
 // memory (delivered, held back for per-key order or waiting for a
 // redelivery). ctx bounds connecting only.
 func Open(ctx context.Context, rawURL string) (*Broker, error) {
-	u, err := url.Parse(rawURL)
+	u, err := brokerutil.ParseURL(backendName, rawURL, "kafka://127.0.0.1:9092", "kafka")
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %q: %v", broker.ErrBadURL, backendName, broker.Redact(rawURL), err)
-	}
-	if u.Scheme != "kafka" {
-		return nil, brokerutil.BadURL(backendName, u, "scheme must be kafka://")
-	}
-	if u.Host == "" {
-		return nil, brokerutil.BadURL(backendName, u, "no host; use kafka://127.0.0.1:9092")
+		return nil, err
 	}
 	if u.User != nil {
 		return nil, brokerutil.BadURL(backendName, u, "credentials in the URL are not supported (SASL is not configured by this backend)")

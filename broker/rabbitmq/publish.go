@@ -172,12 +172,9 @@ type ephemeralAcker struct {
 
 // Reply publishes resp to the request's direct reply-to address.
 func (a ephemeralAcker) Reply(ctx context.Context, req *message.Message, resp *message.Message) error {
-	if err := a.b.limits.Validate(resp); err != nil {
+	m, err := brokerutil.ReplyMessage(a.b.limits, resp)
+	if err != nil {
 		return err
-	}
-	m := resp.Clone()
-	if m.ID == "" {
-		m.ID = message.NewID()
 	}
 	pm := publishing(m, 0)
 	pm.DeliveryMode = amqp.Transient

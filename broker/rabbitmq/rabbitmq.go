@@ -123,15 +123,9 @@ type config struct {
 // connecting; after a lost connection the backend reconnects forever with
 // backoff and subscriptions resume. ctx bounds connecting only.
 func Open(ctx context.Context, rawURL string) (*Broker, error) {
-	u, err := url.Parse(rawURL)
+	u, err := brokerutil.ParseURL(backendName, rawURL, "amqp://guest:guest@127.0.0.1:5672/", "amqp", "amqps")
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %q: %v", broker.ErrBadURL, backendName, broker.Redact(rawURL), err)
-	}
-	if u.Scheme != "amqp" && u.Scheme != "amqps" {
-		return nil, brokerutil.BadURL(backendName, u, "scheme must be amqp:// or amqps://")
-	}
-	if u.Host == "" {
-		return nil, brokerutil.BadURL(backendName, u, "no host; use amqp://guest:guest@127.0.0.1:5672/")
+		return nil, err
 	}
 	q := brokerutil.NewQuery(backendName, u)
 	cfg := config{

@@ -186,12 +186,9 @@ type ephemeralAcker struct {
 
 // Reply PUBLISHes resp on the request's reply channel.
 func (a ephemeralAcker) Reply(ctx context.Context, req *message.Message, resp *message.Message) error {
-	if err := a.b.limits.Validate(resp); err != nil {
+	m, err := brokerutil.ReplyMessage(a.b.limits, resp)
+	if err != nil {
 		return err
-	}
-	m := resp.Clone()
-	if m.ID == "" {
-		m.ID = message.NewID()
 	}
 	if err := a.b.rdb.Publish(ctx, req.Header(message.HeaderReplyTo), encodeFrame(m)).Err(); err != nil {
 		return a.b.opErr(ctx, "reply to "+req.ID, err)

@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -121,32 +120,15 @@ func startServer(t *testing.T, bin, addr, dir, config string) *server {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "--addr", addr, "--data", dir, "--config", config, "--log-level", "info")
 	cmd.Env = env()
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := &server{cmd: cmd, out: &syncBuffer{}, exited: make(chan struct{})}
+	r := &hubRun{ready: make(chan string, 1)}
+	// Wait returns only after the writer saw all of stdout (no pipe race).
+	cmd.Stdout = &lineWriter{w: s.out, line: r.scan}
 	cmd.Stderr = s.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	listening := make(chan string, 1)
-	go func() {
-		// serve prints where it listens, then where data lives and whether
-		// auth is on (the last line before it serves).
-		var addr string
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(s.out, line)
-			if rest, ok := strings.CutPrefix(line, "listening on http://"); ok {
-				addr = strings.Fields(rest)[0]
-			}
-			if strings.HasPrefix(line, "auth ") {
-				listening <- addr
-			}
-		}
-	}()
+	listening := r.ready
 	go func() {
 		s.err = cmd.Wait()
 		close(s.exited)
@@ -485,6 +467,13 @@ func consumeAll(t *testing.T, ctx context.Context, b broker.Broker, topic, group
 		t.Fatal(err)
 	}
 	defer sub.Close()
+	return ackUntil(t, ctx, sub, topic, done)
+}
+
+// ackUntil acks deliveries of sub until done says so (bounded by ctx and 2
+// minutes), and returns the attempt of each message ID.
+func ackUntil(t *testing.T, ctx context.Context, sub broker.Subscription, topic string, done func(map[string]int) bool) map[string]int {
+	t.Helper()
 	seen := map[string]int{}
 	timeout := time.After(2 * time.Minute)
 	check := time.NewTicker(200 * time.Millisecond)

@@ -9,8 +9,10 @@ import (
 
 	_ "github.com/switchboard-dev/switchboard/broker/embedded" // embedded://
 	_ "github.com/switchboard-dev/switchboard/broker/kafka"    // kafka://
+	_ "github.com/switchboard-dev/switchboard/broker/nats"     // nats://
 	_ "github.com/switchboard-dev/switchboard/broker/rabbitmq" // amqp://, amqps://
 	_ "github.com/switchboard-dev/switchboard/broker/redis"    // redis:// (Streams, or ?mode=pubsub)
+	_ "github.com/switchboard-dev/switchboard/broker/sqs"      // sqs://
 	"github.com/switchboard-dev/switchboard/cli"
 	_ "github.com/switchboard-dev/switchboard/client" // switchboard:// (a hub in front of a hub)
 )
