@@ -119,8 +119,9 @@ func (r *Runtime) Handle(topic, group string, h Handler, opts ...Option) error {
 	switch {
 	case c.concurrency < 0, c.timeout < 0, c.inboxTTL < 0, c.staleKeys < 0:
 		return fmt.Errorf("consume: handler %s: %w: concurrency, timeout, inbox TTL and stale keys must not be negative", c.name, message.ErrInvalid)
-	case c.sub.OrderedByKey && !r.caps.OrderedByKey:
-		return fmt.Errorf("consume: handler %s: %w", c.name, broker.NotSupported(r.caps.Name, "per-key ordering", "use a backend with ordering (embedded, Kafka by key, SQS FIFO)"))
+	case c.sub.OrderedByKey && !r.caps.OrderedByKey && !r.caps.Extend:
+		return fmt.Errorf("consume: handler %s: %w", c.name, broker.NotSupported(r.caps.Name, "per-key ordering",
+			"the runtime emulates it only on backends that can extend a delivery (messages waiting behind their key would pass their ack deadline); use a backend with ordering (embedded, Kafka by key, SQS FIFO)"))
 	case h.IsTx() && c.inbox == nil:
 		return fmt.Errorf("consume: handler %s: %w: a transactional handler needs Idempotent(inbox) with an SQL inbox (consume/inbox/sqlinbox)", c.name, message.ErrInvalid)
 	}
@@ -140,6 +141,12 @@ func (r *Runtime) Handle(topic, group string, h Handler, opts ...Option) error {
 	} else {
 		c.sub.MaxAttempts = c.maxAttempts + 20
 	}
+	// Without native ordering the runtime orders keys itself (order.go);
+	// the backend is asked for plain delivery.
+	emulateOrder := c.sub.OrderedByKey && !r.caps.OrderedByKey
+	if emulateOrder {
+		c.sub.OrderedByKey = false
+	}
 	emulate := !r.caps.NackDelay
 	if emulate {
 		// Retries wait in the runtime's timer; the backend redelivers at once.
@@ -153,7 +160,12 @@ func (r *Runtime) Handle(topic, group string, h Handler, opts ...Option) error {
 			c.sub.AckDeadline += c.backoff(1 << 20)
 		}
 	}
-	if c.sub.MaxInFlight == 0 && !emulate {
+	switch {
+	case c.sub.MaxInFlight != 0:
+	case emulateOrder:
+		// Messages waiting behind their key count as in flight.
+		c.sub.MaxInFlight = max(DefaultOrderWindow, 4*c.concurrency)
+	case !emulate:
 		c.sub.MaxInFlight = 2 * c.concurrency
 	}
 	if err := broker.CheckSubscribe(r.caps, &c.sub); err != nil {
@@ -168,6 +180,9 @@ func (r *Runtime) Handle(topic, group string, h Handler, opts ...Option) error {
 	}
 	if emulate {
 		reg.holds = newHoldQueue(reg)
+	}
+	if emulateOrder {
+		reg.order = newOrderer(reg)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -288,6 +303,7 @@ type registration struct {
 	log     *slog.Logger
 	sub     broker.Subscription
 	holds   *holdQueue
+	order   *orderer // per-key ordering emulated in the runtime
 	vers    *versions
 	stats   counters
 
@@ -301,6 +317,10 @@ func (g *registration) start(wg *sync.WaitGroup, stop <-chan struct{}, failed ch
 	g.wg, g.stop, g.failedCh = wg, stop, failed
 	if g.holds != nil {
 		wg.Go(func() { g.holds.run(stop) })
+	}
+	if g.order != nil {
+		wg.Go(func() { g.order.admit(stop) })
+		wg.Go(func() { g.order.keep(stop) })
 	}
 	for range g.cfg.concurrency {
 		wg.Add(1)
@@ -347,7 +367,7 @@ func (w *worker) process(d *broker.Delivery) bool {
 			return true
 		}
 	}
-	ctx := newHandlerCtx(d, now.Add(g.cfg.timeout))
+	ctx := newHandlerCtx(g.handlerDelivery(d), now.Add(g.cfg.timeout))
 	w.arm(d, ctx, now)
 	out, tx, op, err := w.attempt(ctx, d)
 	late, alive := w.disarm()
@@ -448,8 +468,9 @@ func (w *worker) attempt(ctx *runCtx, d *broker.Delivery) (out outcome, tx *sql.
 // whether it was handled, so it must not be acked.
 func (g *registration) inboxFailed(d *broker.Delivery, op string, err error) {
 	g.stats.inboxErrors.Add(1)
-	g.log.Error("inbox unavailable; message not handled and left for retry (no loss)", "op", op, "id", d.Message.ID, "attempt", d.Info.Attempt, "err", err)
-	g.retry(d, min(g.cfg.backoff(d.Info.Attempt), 5*time.Second))
+	attempt := g.attemptOf(d)
+	g.log.Error("inbox unavailable; message not handled and left for retry (no loss)", "op", op, "id", d.Message.ID, "attempt", attempt, "err", err)
+	g.retry(d, min(g.cfg.backoff(attempt), 5*time.Second))
 }
 
 // TimeoutError is the error of a handler that did not return within its
@@ -470,22 +491,23 @@ func (e *TimeoutError) Error() string {
 func (g *registration) failed(d *broker.Delivery, err error) {
 	var de *DecodeError
 	var pe *PanicError
+	attempt := g.attemptOf(d)
 	if errors.As(err, &pe) {
 		g.stats.panics.Add(1)
-		g.log.Error("handler panicked; the message will be retried", "id", d.Message.ID, "attempt", d.Info.Attempt, "panic", fmtAny(pe.Value), "stack", string(pe.Stack))
+		g.log.Error("handler panicked; the message will be retried", "id", d.Message.ID, "attempt", attempt, "panic", fmtAny(pe.Value), "stack", string(pe.Stack))
 	}
 	switch {
 	case errors.As(err, &de):
 		g.deadLetter(d, reasonDecode, err)
 	case IsPermanent(err):
 		g.deadLetter(d, reasonPermanent, err)
-	case g.cfg.maxAttempts > 0 && d.Info.Attempt >= g.cfg.maxAttempts:
+	case g.cfg.maxAttempts > 0 && attempt >= g.cfg.maxAttempts:
 		g.deadLetter(d, reasonMaxAttempts, err)
 	default:
-		delay := g.cfg.backoff(d.Info.Attempt)
+		delay := g.cfg.backoff(attempt)
 		g.stats.retried.Add(1)
 		if pe == nil {
-			g.log.Warn("handler failed; retrying", "id", d.Message.ID, "attempt", d.Info.Attempt, "max_attempts", g.cfg.maxAttempts, "delay", delay, "err", err)
+			g.log.Warn("handler failed; retrying", "id", d.Message.ID, "attempt", attempt, "max_attempts", g.cfg.maxAttempts, "delay", delay, "err", err)
 		}
 		g.retry(d, delay)
 	}
@@ -493,8 +515,13 @@ func (g *registration) failed(d *broker.Delivery, err error) {
 
 // retry hands d back for another attempt after delay: a delayed nack where
 // the backend has one, otherwise the runtime holds d in a timer (without a
-// worker) and nacks it when due.
+// worker) and nacks it when due. A keyed message of a registration whose
+// ordering the runtime emulates is retried in the runtime instead (see
+// orderer), so that later messages of its key cannot overtake it.
 func (g *registration) retry(d *broker.Delivery, delay time.Duration) {
+	if g.order != nil && g.order.retry(d, delay) {
+		return
+	}
 	if g.emulate && delay > 0 {
 		g.holds.add(d, delay)
 		return
@@ -517,14 +544,20 @@ func (g *registration) deadLetter(d *broker.Delivery, reason dlReason, cause err
 	g.stats.deadLettered.Add(1)
 	g.stats.deadLetteredBy[reason].Add(1)
 	full := reason.String()
+	attempt := g.attemptOf(d)
 	if cause != nil {
 		text := cause.Error()
 		if len(text) > MaxErrorText {
 			text = text[:MaxErrorText-3] + "..."
 		}
 		full += ": " + text
+		if attempt != d.Info.Attempt {
+			// The backend counted deliveries, not the retries made in the
+			// runtime for ordering: say how many attempts there were.
+			full += fmt.Sprintf(" (attempt %d, retried in the runtime to keep its key's order)", attempt)
+		}
 	}
-	g.log.Error("message dead-lettered", "id", d.Message.ID, "attempt", d.Info.Attempt, "reason", reason.String(), "err", cause, "dlq", message.DLQTopic(g.cfg.sub.Group))
+	g.log.Error("message dead-lettered", "id", d.Message.ID, "attempt", attempt, "reason", reason.String(), "err", cause, "dlq", message.DLQTopic(g.cfg.sub.Group))
 	ctx := newSettleCtx(g.rt.cfg.SettleTimeout)
 	defer ctx.cancel(context.Canceled)
 	if err := d.Term(ctx, full); err != nil {

@@ -60,8 +60,46 @@
 // # Ordering and staleness
 //
 // OrderedByKey hands a registration at most one message per key at a time,
-// in publish order, retries included: a failing message holds back its own
-// key only. It needs Capabilities.OrderedByKey (refused elsewhere).
+// in order, retries included: a failing message holds back its own key
+// only, and other keys proceed at full concurrency. Messages without a key
+// are not ordered.
+//
+// Backends with Capabilities.OrderedByKey (the embedded engine, Kafka by
+// partition key, SQS FIFO message groups) order natively, for the whole
+// group across processes. On the others that have groups (Redis Streams,
+// RabbitMQ, NATS JetStream, SQS standard queues) the runtime emulates it,
+// and the guarantee holds within one runtime only:
+//
+//   - A key's messages reach the handler one at a time in the order this
+//     process received them (the backend's order: publish order for first
+//     deliveries; a message the backend redelivers, after a crash or
+//     another consumer's release, comes after those received before it).
+//     A handler abandoned after ignoring its Timeout may still be running
+//     when its message is retried.
+//   - Messages of a key that arrive while an earlier one is in a handler or
+//     waiting for its retry wait in the runtime, unsettled; their deadlines
+//     are extended as they near, and a delivery is extended before its
+//     handler runs when what is left would not cover the Timeout.
+//   - A failed message is retried in the runtime after its backoff (its
+//     delivery held and extended), not nacked, so no later message of its
+//     key can overtake it; after the last attempt it is dead-lettered and
+//     the key's next message proceeds. The handler's DeliveryFrom(ctx)
+//     counts these attempts; the dead letter's attempts header keeps the
+//     backend's count and its error text says how many were made.
+//   - Everything held (handled, waiting for a worker, for its key or for a
+//     retry) counts against MaxInFlight (default DefaultOrderWindow), so
+//     memory is bounded; a key with more messages waiting than that fills
+//     the window and then holds back other keys.
+//   - Across processes consuming the same group there is no ordering: each
+//     gets part of a key's messages. Consume such a group from one process
+//     or use a backend with native ordering. On shutdown the waiting
+//     messages are released to the backend, and retries made in the
+//     runtime are not remembered.
+//
+// Emulation needs Capabilities.Extend (a waiting message would otherwise
+// pass its deadline and come back out of order); Handle refuses
+// OrderedByKey on a backend with neither.
+//
 // Expired messages (message.ExpiresAt) never reach a handler: they are
 // dead-lettered with reason "expired". DropStale skips a message whose
 // message.HeaderVersion is not above the last version handled for its key;
@@ -92,7 +130,8 @@
 // # Attempts
 //
 // Attempts are the backend's delivery count (message.Info.Attempt), so a
-// redelivery caused by an inbox outage or a crash counts too. The backend's
+// redelivery caused by an inbox outage or a crash counts too; with emulated
+// ordering the retries made in the runtime are added. The backend's
 // own limit is set 20 above the runtime's, so that a message that crashes
 // the process is dead-lettered eventually.
 package consume

@@ -72,9 +72,24 @@ func Idempotent(inbox Inbox, ttl time.Duration) Option {
 }
 
 // OrderedByKey hands the handler at most one message per key at a time, in
-// publish order, retries included: a failing message holds back its own key
-// only. It needs a backend with Capabilities.OrderedByKey; elsewhere Handle
-// fails with broker.ErrNotSupported.
+// order, retries included: a failing message holds back its own key only,
+// other keys proceed at full Concurrency. Messages without a key are not
+// ordered.
+//
+// Where the backend orders natively (Capabilities.OrderedByKey: the embedded
+// engine, Kafka by partition key, SQS FIFO message groups) this holds for the
+// whole group, across processes. Elsewhere (Redis Streams, RabbitMQ, NATS
+// JetStream, SQS standard queues) the runtime emulates it, and then it holds
+// within this runtime only: a key's messages are handled in the order this
+// process received them, later ones wait in memory (their deadlines
+// extended), and a failed message is retried in the runtime instead of being
+// nacked, then dead-lettered after its last attempt. Several processes
+// consuming the same group each get part of a key's messages, unordered
+// between them: consume such a group from one process, or use a backend with
+// native ordering. Waiting messages count against MaxInFlight (default
+// DefaultOrderWindow): a key with more messages waiting than that fills the
+// window and then holds back the others. Emulation needs Capabilities.Extend;
+// on a backend with neither, Handle fails with broker.ErrNotSupported.
 func OrderedByKey() Option {
 	return optionFunc(func(c *handlerConfig) { c.sub.OrderedByKey = true })
 }

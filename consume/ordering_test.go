@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-dev/switchboard/broker"
 	"github.com/switchboard-dev/switchboard/broker/brokertest"
 	"github.com/switchboard-dev/switchboard/consume"
 	"github.com/switchboard-dev/switchboard/message"
@@ -58,12 +59,19 @@ func TestOrderedByKeyUnderRetries(t *testing.T) {
 	}
 }
 
+// TestOrderedByKeyRefusedWithoutCapability: without native ordering the
+// runtime emulates it, which needs Extend; a backend with neither is
+// refused.
 func TestOrderedByKeyRefusedWithoutCapability(t *testing.T) {
-	nd := &noOrdering{openEmbedded(t)}
-	rt, _ := newRuntime(t, nd)
-	err := rt.Handle("t", "g", consume.Raw(func(context.Context, *message.Message) error { return nil }), consume.OrderedByKey())
-	if err == nil || !strings.Contains(err.Error(), "per-key ordering") {
-		t.Fatalf("Handle with OrderedByKey on a backend without it: %v", err)
+	h := consume.Raw(func(context.Context, *message.Message) error { return nil })
+	rt, _ := newRuntime(t, &noOrderingNoExtend{openEmbedded(t)})
+	err := rt.Handle("t", "g", h, consume.OrderedByKey())
+	if !errors.Is(err, broker.ErrNotSupported) || !strings.Contains(err.Error(), "per-key ordering") || !strings.Contains(err.Error(), "extend") {
+		t.Fatalf("Handle with OrderedByKey on a backend without ordering or Extend: %v", err)
+	}
+	rt, _ = newRuntime(t, &noOrdering{openEmbedded(t)})
+	if err := rt.Handle("t", "g", h, consume.OrderedByKey()); err != nil {
+		t.Fatalf("Handle with OrderedByKey on a backend with Extend but no ordering (emulated): %v", err)
 	}
 }
 

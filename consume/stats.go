@@ -146,7 +146,9 @@ type Stats struct {
 	// Handled counts handler calls; HandleTime is their total duration.
 	Handled    int64
 	HandleTime time.Duration
-	// Waiting counts messages held for an emulated delayed retry.
+	// Waiting counts messages held for an emulated delayed retry and, where
+	// the runtime emulates OrderedByKey, messages waiting behind an earlier
+	// message of their key or for an in-runtime retry.
 	Waiting int
 }
 
@@ -169,6 +171,9 @@ func (r *Runtime) Stats() []Stats {
 		}
 		if g.holds != nil {
 			s.Waiting = g.holds.len()
+		}
+		if g.order != nil {
+			s.Waiting += g.order.waitingCount()
 		}
 		out = append(out, s)
 	}

@@ -62,29 +62,41 @@ func (g *registration) newWorker() *worker {
 	return w
 }
 
+// quit ends w's loop: it stops w's timer and gives back its slot.
+func (g *registration) quit(w *worker) {
+	w.timer.Stop()
+	g.wg.Done()
+}
+
 // work runs w until stop is closed or the subscription ends. The
 // registration's WaitGroup counts slots, not goroutines: a worker that is
 // abandoned hands its slot (and its wg.Done) to its replacement.
 func (g *registration) work(w *worker) {
+	if g.order != nil {
+		g.order.work(w)
+		return
+	}
 	for {
 		select {
 		case <-g.stop:
-			w.timer.Stop()
-			g.wg.Done()
+			g.quit(w)
 			return
 		default:
 		}
 		select {
 		case <-g.stop:
-			w.timer.Stop()
-			g.wg.Done()
+			g.quit(w)
 			return
 		case d, ok := <-g.sub.Deliveries():
 			if !ok {
 				select {
 				case <-g.stop:
 				default:
-					g.failedCh <- errSubscriptionEnded(g)
+					// Every worker sees the end; Run takes one report.
+					select {
+					case g.failedCh <- errSubscriptionEnded(g):
+					case <-g.stop:
+					}
 				}
 				g.wg.Done()
 				return
@@ -204,6 +216,9 @@ func (g *registration) abandon(j job) {
 	}
 	g.stats.observe(time.Since(j.start))
 	g.failed(j.d, &TimeoutError{Timeout: g.cfg.timeout, Abandoned: true})
+	if g.order != nil {
+		g.order.afterAbandon(j.d)
+	}
 	go g.work(g.newWorker())
 }
 
