@@ -140,14 +140,10 @@ func runBroker(args []string) error {
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file (use with --systems embedded)")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "limit for one measurement")
 	fs.IntVar(&c.fsyncN, "fsync-samples", 1000, "fdatasync calls in the reference loop per run")
-	if err := fs.Parse(args); err != nil {
+	set, err := parseFlags(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if c.quick {
 		if !set["count"] {
 			c.count = 20_000
@@ -269,11 +265,11 @@ func fsyncPeer(peers []brokerPeer) bool {
 	return slices.ContainsFunc(peers, func(p brokerPeer) bool { return p.Name() == sysEmbedded })
 }
 
-// measure runs one case once on one system and adds its metrics.
-func measure(ctx context.Context, c *brokerConfig, col *Collector, p brokerPeer, cas string, payload []byte, run int) error {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	runID := fmt.Sprintf("%s-%d-%d-%d", strings.ReplaceAll(cas, "-", ""), len(payload), run, time.Now().UnixNano()%1_000_000_000)
+// withTopic runs f on a fresh topic of p, named after the case, payload
+// size and run, and deletes the topic afterwards (a failed cleanup is
+// reported on stderr under suite).
+func withTopic(ctx context.Context, suite string, p brokerPeer, cas string, size, run int, f func(benchTopic) error) error {
+	runID := fmt.Sprintf("%s_%d_%d_%d", strings.ReplaceAll(cas, "-", ""), size, run, time.Now().UnixNano()%1_000_000_000)
 	topic, err := p.NewTopic(ctx, runID)
 	if err != nil {
 		return fmt.Errorf("new topic: %w", err)
@@ -282,56 +278,65 @@ func measure(ctx context.Context, c *brokerConfig, col *Collector, p brokerPeer,
 		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
 		defer ccancel()
 		if err := topic.Cleanup(cctx); err != nil {
-			progress("broker: cleanup %s %s: %v", p.Name(), runID, err)
+			progress("%s: cleanup %s %s: %v", suite, p.Name(), runID, err)
 		}
 	}()
-	size, dur := len(payload), p.Durability(cas)
+	return f(topic)
+}
 
-	switch cas {
-	case caseSync1:
-		st, err := syncProducers(ctx, c.syncCount, 1, func(ctx context.Context) error { return topic.PublishSync(ctx, payload) })
-		if err != nil {
-			return err
+// measure runs one case once on one system and adds its metrics.
+func measure(ctx context.Context, c *brokerConfig, col *Collector, p brokerPeer, cas string, payload []byte, run int) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return withTopic(ctx, "broker", p, cas, len(payload), run, func(topic benchTopic) error {
+		size, dur := len(payload), p.Durability(cas)
+
+		switch cas {
+		case caseSync1:
+			st, err := syncProducers(ctx, c.syncCount, 1, func(ctx context.Context) error { return topic.PublishSync(ctx, payload) })
+			if err != nil {
+				return err
+			}
+			addPub(col, p.Name(), cas, size, 1, dur, st)
+			progressPub(p.Name(), cas, size, run, st)
+		case caseConcurrent:
+			st, err := publishMany(ctx, topic, payload, c.count, c.producers)
+			if err != nil {
+				return err
+			}
+			addPub(col, p.Name(), cas, size, c.producers, dur, st)
+			progressPub(p.Name(), cas, size, run, st)
+		case caseSync256:
+			st, err := syncProducers(ctx, c.count, c.producers, func(ctx context.Context) error { return topic.PublishSync(ctx, payload) })
+			if err != nil {
+				return err
+			}
+			addPub(col, p.Name(), cas, size, c.producers, dur, st)
+			progressPub(p.Name(), cas, size, run, st)
+		case caseE2E:
+			cons, err := topic.StartConsumer(ctx, c.count)
+			if err != nil {
+				return fmt.Errorf("start consumer: %w", err)
+			}
+			defer cons.Stop()
+			st, err := publishMany(ctx, topic, payload, c.count, c.producers)
+			if err != nil {
+				return err
+			}
+			select {
+			case <-cons.Done():
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for the consumer: %w", ctx.Err())
+			}
+			if err := cons.Err(); err != nil {
+				return fmt.Errorf("consumer: %w", err)
+			}
+			rate := float64(c.count) / cons.LastAck().Sub(st.start).Seconds()
+			col.Add(p.Name(), cas, size, c.producers, dur, MetricE2ERate, rate)
+			progress("run %d  %-21s %-15s %5d B  e2e %9.0f msg/s  (publish alone %9.0f msg/s)", run, p.Name(), cas, size, rate, st.rate())
 		}
-		addPub(col, p.Name(), cas, size, 1, dur, st)
-		progressPub(p.Name(), cas, size, run, st)
-	case caseConcurrent:
-		st, err := publishMany(ctx, topic, payload, c.count, c.producers)
-		if err != nil {
-			return err
-		}
-		addPub(col, p.Name(), cas, size, c.producers, dur, st)
-		progressPub(p.Name(), cas, size, run, st)
-	case caseSync256:
-		st, err := syncProducers(ctx, c.count, c.producers, func(ctx context.Context) error { return topic.PublishSync(ctx, payload) })
-		if err != nil {
-			return err
-		}
-		addPub(col, p.Name(), cas, size, c.producers, dur, st)
-		progressPub(p.Name(), cas, size, run, st)
-	case caseE2E:
-		cons, err := topic.StartConsumer(ctx, c.count)
-		if err != nil {
-			return fmt.Errorf("start consumer: %w", err)
-		}
-		defer cons.Stop()
-		st, err := publishMany(ctx, topic, payload, c.count, c.producers)
-		if err != nil {
-			return err
-		}
-		select {
-		case <-cons.Done():
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for the consumer: %w", ctx.Err())
-		}
-		if err := cons.Err(); err != nil {
-			return fmt.Errorf("consumer: %w", err)
-		}
-		rate := float64(c.count) / cons.LastAck().Sub(st.start).Seconds()
-		col.Add(p.Name(), cas, size, c.producers, dur, MetricE2ERate, rate)
-		progress("run %d  %-21s %-15s %5d B  e2e %9.0f msg/s  (publish alone %9.0f msg/s)", run, p.Name(), cas, size, rate, st.rate())
-	}
-	return nil
+		return nil
+	})
 }
 
 func publishMany(ctx context.Context, topic benchTopic, payload []byte, n, producers int) (pubStats, error) {

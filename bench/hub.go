@@ -103,14 +103,10 @@ func runHub(args []string) error {
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "limit for one measurement")
 	fs.StringVar(&c.cpuprof, "cpuprofile", "", "write a CPU profile of the whole run to this file (use with --systems hub)")
 	fs.StringVar(&c.memprof, "memprofile", "", "write an allocation profile of the whole run to this file (use with --systems hub)")
-	if err := fs.Parse(args); err != nil {
+	set, err := parseFlags(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if c.quick {
 		for name, v := range map[string]*int{"count": &c.count, "runs": &c.runs, "rr-count": &c.rrCount, "rest-count": &c.restCount} {
 			if !set[name] {

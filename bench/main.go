@@ -10,6 +10,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"sort"
@@ -25,12 +26,13 @@ type suite struct {
 // suites lists the subcommands. Later suites (runtime, calls, adapters, hub,
 // sqs) are added here, one file each.
 var suites = map[string]suite{
-	"broker":  {"embedded broker vs NATS JetStream vs Redis Streams: publish, group commit, end to end", runBroker},
-	"runtime": {"consumer runtime vs the embedded backend used directly; inbox overhead per store", runRuntime},
-	"calls":   {"one handler as gRPC, Connect, REST, GraphQL, SOAP vs a bare connect-go handler: p50/p99, calls/s", runCalls},
-	"hub":     {"the hub over loopback vs NATS: batched publish, end to end, request/reply, REST load", runHub},
-	"outbox":  {"outbox relay msgs/s on PostgreSQL vs a plain INSERT loop; outbox.Publish writer cost", runOutbox},
-	"sqs":     {"SQS face (aws-sdk-go-v2 batch send/receive/delete) vs the same workload through the hub's own API", runSQS},
+	"broker":   {"embedded broker vs NATS JetStream vs Redis Streams: publish, group commit, end to end", runBroker},
+	"runtime":  {"consumer runtime vs the embedded backend used directly; inbox overhead per store", runRuntime},
+	"calls":    {"one handler as gRPC, Connect, REST, GraphQL, SOAP vs a bare connect-go handler: p50/p99, calls/s", runCalls},
+	"hub":      {"the hub over loopback vs NATS: batched publish, end to end, request/reply, REST load", runHub},
+	"outbox":   {"outbox relay msgs/s on PostgreSQL vs a plain INSERT loop; outbox.Publish writer cost", runOutbox},
+	"adapters": {"Switchboard's Redis, RabbitMQ and NATS adapters vs each broker's raw client: publish, sync latency, end to end", runAdapters},
+	"sqs":      {"SQS face (aws-sdk-go-v2 batch send/receive/delete) vs the same workload through the hub's own API", runSQS},
 }
 
 func usage() {
@@ -66,4 +68,18 @@ func main() {
 // progress prints one progress line on stderr.
 func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, format+"\n", args...)
+}
+
+// parseFlags parses args with fs, refuses positional arguments, and returns
+// the names of the flags given on the command line.
+func parseFlags(fs *flag.FlagSet, args []string) (map[string]bool, error) {
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set, nil
 }

@@ -69,14 +69,10 @@ func runSQS(args []string) error {
 	fs.IntVar(&c.ackers, "ackers", 256, "goroutines acking hub deliveries one at a time (the client coalesces them into Settle calls)")
 	fs.StringVar(&c.dir, "dir", os.TempDir(), "parent of the temporary data dirs")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "limit for one measurement")
-	if err := fs.Parse(args); err != nil {
+	set, err := parseFlags(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if c.quick {
 		if !set["count"] {
 			c.count = 5000
