@@ -83,6 +83,12 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestRuntime runs the consumer-runtime section of the suite on Kafka
+// (kfake; delayed retries emulated by the runtime).
+func TestRuntime(t *testing.T) {
+	brokertest.RunRuntime(t, brokertest.Harness{Open: func(t *testing.T) broker.Broker { return open(t, "") }})
+}
+
 // TestConformancePartitions runs the suite on topics of three partitions:
 // sequences then carry the partition, and a group's records come from
 // several partitions.

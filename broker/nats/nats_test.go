@@ -56,6 +56,13 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestRuntime runs the consumer-runtime section of the suite on JetStream
+// (per-key order emulated by the runtime).
+func TestRuntime(t *testing.T) {
+	serverURL(t)
+	brokertest.RunRuntime(t, brokertest.Harness{Slow: 2, Open: func(t *testing.T) broker.Broker { return open(t) }})
+}
+
 func TestOpenErrors(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {

@@ -66,6 +66,13 @@ func TestConformanceQuorum(t *testing.T) {
 	brokertest.Run(t, harness(""))
 }
 
+// TestRuntime runs the consumer-runtime section of the suite on RabbitMQ
+// (per-key order emulated by the runtime).
+func TestRuntime(t *testing.T) {
+	serverURL(t)
+	brokertest.RunRuntime(t, harness(""))
+}
+
 func TestConformanceClassic(t *testing.T) {
 	serverURL(t)
 	brokertest.Run(t, harness("queue_type=classic"))

@@ -63,6 +63,13 @@ func TestConformanceStreams(t *testing.T) {
 	brokertest.Run(t, harness(""))
 }
 
+// TestRuntime runs the consumer-runtime section of the suite on Redis
+// Streams (delayed retries and per-key order emulated by the runtime).
+func TestRuntime(t *testing.T) {
+	serverURL(t)
+	brokertest.RunRuntime(t, harness(""))
+}
+
 func TestConformancePubSub(t *testing.T) {
 	serverURL(t)
 	brokertest.Run(t, harness("mode=pubsub"))

@@ -83,6 +83,14 @@ func TestConformanceFIFO(t *testing.T) {
 	brokertest.Run(t, harness(face(t), "fifo=true"))
 }
 
+// TestRuntime runs the consumer-runtime section of the suite on standard
+// and FIFO queues.
+func TestRuntime(t *testing.T) {
+	endpoint := face(t)
+	t.Run("Standard", func(t *testing.T) { brokertest.RunRuntime(t, harness(endpoint, "")) })
+	t.Run("FIFO", func(t *testing.T) { brokertest.RunRuntime(t, harness(endpoint, "fifo=true")) })
+}
+
 func rawClient(endpoint string) *awssqs.Client {
 	return awssqs.New(awssqs.Options{
 		Region:       "us-east-1",

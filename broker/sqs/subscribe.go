@@ -25,9 +25,10 @@ import (
 // maxVisibility is SQS's longest visibility timeout (12 hours).
 const maxVisibility = 43200
 
-// seconds rounds d to whole seconds for SQS, between lo and 12 hours.
+// seconds rounds d up to whole seconds for SQS (a delay is never shorter
+// than asked), between lo and 12 hours.
 func seconds(d time.Duration, lo int32) int32 {
-	s := int32(min(math.Round(d.Seconds()), maxVisibility))
+	s := int32(min(math.Ceil(d.Seconds()), maxVisibility))
 	return max(s, lo)
 }
 
@@ -373,7 +374,7 @@ func (a acker) Extend(ctx context.Context, d *broker.Delivery, by time.Duration)
 		}
 		return fmt.Errorf("sqs: extend of message %s: %w", d.Message.ID, err)
 	}
-	err := a.s.visibility(ctx, t, seconds(by+time.Second-1, 1))
+	err := a.s.visibility(ctx, t, seconds(by, 1))
 	a.s.mu.Lock()
 	if _, still := a.s.inflight[t]; still {
 		if err != nil {
