@@ -21,9 +21,9 @@ import (
 // RunRuntime runs the consumer-runtime section of the conformance suite:
 // the delivery contract as handlers see it through package consume (retry
 // timing and caps, dead-letter content, decode failures, inbox
-// exactly-once, ordering under retries, stale drops, graceful stop) on the
-// backend h opens. Like Run, clauses are parallel subtests gated by the
-// backend's capabilities; what the backend lacks (a delayed nack) the
+// exactly-once, ordering under retries, stale drops, graceful stop, outbox
+// order through a relay) on the backend h opens. Like Run, clauses are
+// parallel subtests gated by the backend's capabilities; what the backend lacks (a delayed nack) the
 // runtime emulates, so those clauses run everywhere.
 func RunRuntime(t *testing.T, h Harness) {
 	t.Helper()
@@ -53,6 +53,7 @@ func RunRuntime(t *testing.T, h Harness) {
 		{"OrderingUnderRetries", s.rtOrdering},
 		{"StaleDrop", s.rtStale},
 		{"GracefulStop", s.rtGraceful},
+		{"OutboxOrder", s.rtOutboxOrder},
 	} {
 		s.run(t, c.name, c.fn)
 	}
