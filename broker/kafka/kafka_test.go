@@ -73,6 +73,7 @@ func open(t testing.TB, extra string) *sbkafka.Broker {
 
 func TestConformance(t *testing.T) {
 	brokertest.Run(t, brokertest.Harness{
+		Slow: 2, // kfake runs in this process and shares its CPU with the parallel clauses
 		Open: func(t *testing.T) broker.Broker { return open(t, "") },
 		Reopen: func(t *testing.T, b broker.Broker) broker.Broker {
 			if err := b.Close(); err != nil {
@@ -86,7 +87,7 @@ func TestConformance(t *testing.T) {
 // TestRuntime runs the consumer-runtime section of the suite on Kafka
 // (kfake; delayed retries emulated by the runtime).
 func TestRuntime(t *testing.T) {
-	brokertest.RunRuntime(t, brokertest.Harness{Open: func(t *testing.T) broker.Broker { return open(t, "") }})
+	brokertest.RunRuntime(t, brokertest.Harness{Slow: 2, Open: func(t *testing.T) broker.Broker { return open(t, "") }})
 }
 
 // TestConformancePartitions runs the suite on topics of three partitions:
@@ -97,6 +98,7 @@ func TestConformancePartitions(t *testing.T) {
 		t.Skip("short")
 	}
 	brokertest.Run(t, brokertest.Harness{
+		Slow: 2,
 		Open: func(t *testing.T) broker.Broker { return open(t, "partitions=3") },
 	})
 }
