@@ -57,8 +57,13 @@ func Idempotent(inbox consume.Inbox) HandlerOption {
 }
 
 // DropStale skips messages whose version header is not above the last one
-// handled for their key. See consume.DropStale.
-func DropStale() HandlerOption { return handlerOption{consume.DropStale()} }
+// handled for their key. Without options the versions live in this
+// process's memory; consume.VersionsIn(store, ttl) keeps them in a store
+// that survives restarts and is shared by the group's processes. See
+// consume.DropStale.
+func DropStale(opts ...consume.StaleOption) HandlerOption {
+	return handlerOption{consume.DropStale(opts...)}
+}
 
 // WithOption adapts any consume.Option (consume.Name, consume.StaleKeys,
 // consume.Idempotent with a TTL, ...).

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboard-dev/switchboard/broker"
@@ -113,12 +114,17 @@ func (r *Runtime) Handle(topic, group string, h Handler, opts ...Option) error {
 	if c.staleKeys == 0 {
 		c.staleKeys = DefaultStaleKeys
 	}
+	if c.versionTTL == 0 {
+		c.versionTTL = DefaultVersionTTL
+	}
 	if c.name == "" {
 		c.name = topic + "/" + group
 	}
 	switch {
-	case c.concurrency < 0, c.timeout < 0, c.inboxTTL < 0, c.staleKeys < 0:
-		return fmt.Errorf("consume: handler %s: %w: concurrency, timeout, inbox TTL and stale keys must not be negative", c.name, message.ErrInvalid)
+	case c.concurrency < 0, c.timeout < 0, c.inboxTTL < 0, c.staleKeys < 0, c.versionTTL < 0:
+		return fmt.Errorf("consume: handler %s: %w: concurrency, timeout, inbox TTL, stale keys and version TTL must not be negative", c.name, message.ErrInvalid)
+	case c.versionsSet && c.versions == nil:
+		return fmt.Errorf("consume: handler %s: %w: VersionsIn with a nil store; use DropStale() for versions in memory", c.name, message.ErrInvalid)
 	case c.sub.OrderedByKey && !r.caps.OrderedByKey && !r.caps.Extend:
 		return fmt.Errorf("consume: handler %s: %w", c.name, broker.NotSupported(r.caps.Name, "per-key ordering",
 			"the runtime emulates it only on backends that can extend a delivery (messages waiting behind their key would pass their ack deadline); use a backend with ordering (embedded, Kafka by key, SQS FIFO)"))
@@ -126,10 +132,16 @@ func (r *Runtime) Handle(topic, group string, h Handler, opts ...Option) error {
 		return fmt.Errorf("consume: handler %s: %w: a transactional handler needs Idempotent(inbox) with an SQL inbox (consume/inbox/sqlinbox)", c.name, message.ErrInvalid)
 	}
 	var txi TxInbox
+	var txv TxVersionStore
 	if h.IsTx() {
 		var ok bool
 		if txi, ok = c.inbox.(TxInbox); !ok {
 			return fmt.Errorf("consume: handler %s: %w: inbox %T cannot write inside a transaction; use consume/inbox/sqlinbox", c.name, message.ErrInvalid, c.inbox)
+		}
+		if txv, ok = c.versions.(TxVersionStore); ok {
+			if x, ok := c.inbox.(interface{ DB() *sql.DB }); ok && x.DB() != txv.DB() {
+				return fmt.Errorf("consume: handler %s: %w: the version store %T and the inbox use different databases, so the version could not commit with the handler's transaction; create both on the same *sql.DB", c.name, message.ErrInvalid, c.versions)
+			}
 		}
 	}
 	// The runtime decides retries and dead letters itself. The backend's own
@@ -172,11 +184,14 @@ func (r *Runtime) Handle(topic, group string, h Handler, opts ...Option) error {
 		return fmt.Errorf("consume: handler %s: %w", c.name, err)
 	}
 	reg := &registration{
-		rt: r, cfg: c, h: h, txInbox: txi, emulate: emulate,
+		rt: r, cfg: c, h: h, txInbox: txi, txVers: txv, emulate: emulate,
 		log: r.log.With("handler", c.name, "topic", topic, "group", group),
 	}
 	if c.dropStale {
-		reg.vers = newVersions(c.staleKeys)
+		reg.vers = c.versions
+		if reg.vers == nil {
+			reg.vers, reg.versLocal = newMemVersions(c.staleKeys), true
+		}
 	}
 	if emulate {
 		reg.holds = newHoldQueue(reg)
@@ -260,14 +275,16 @@ func (r *Runtime) Run(ctx context.Context) error {
 	return errors.Join(append([]error{runErr}, errs...)...)
 }
 
-// sweep deletes expired inbox entries periodically.
+// sweep deletes expired inbox entries and version records periodically.
 func (r *Runtime) sweep(stop <-chan struct{}, regs []*registration) {
 	seen := map[Sweeper]bool{}
 	var sweepers []Sweeper
 	for _, reg := range regs {
-		if s, ok := reg.cfg.inbox.(Sweeper); ok && !seen[s] {
-			seen[s] = true
-			sweepers = append(sweepers, s)
+		for _, store := range []any{reg.cfg.inbox, reg.cfg.versions} {
+			if s, ok := store.(Sweeper); ok && !seen[s] {
+				seen[s] = true
+				sweepers = append(sweepers, s)
+			}
 		}
 	}
 	if len(sweepers) == 0 {
@@ -283,9 +300,9 @@ func (r *Runtime) sweep(stop <-chan struct{}, regs []*registration) {
 			for _, s := range sweepers {
 				ctx, cancel := context.WithTimeout(context.Background(), r.cfg.SweepInterval)
 				if n, err := s.Sweep(ctx); err != nil {
-					r.log.Warn("inbox sweep failed", "inbox", fmt.Sprintf("%T", s), "err", err)
+					r.log.Warn("sweep of expired entries failed", "store", fmt.Sprintf("%T", s), "err", err)
 				} else if n > 0 {
-					r.log.Debug("inbox sweep", "inbox", fmt.Sprintf("%T", s), "deleted", n)
+					r.log.Debug("sweep of expired entries", "store", fmt.Sprintf("%T", s), "deleted", n)
 				}
 				cancel()
 			}
@@ -304,8 +321,14 @@ type registration struct {
 	sub     broker.Subscription
 	holds   *holdQueue
 	order   *orderer // per-key ordering emulated in the runtime
-	vers    *versions
 	stats   counters
+
+	// DropStale: vers is the VersionStore (nil without DropStale); versLocal
+	// when it is the in-memory one; txVers when a TxFunc records the version
+	// in its own transaction.
+	vers      VersionStore
+	versLocal bool
+	txVers    TxVersionStore
 
 	// Set by start.
 	wg       *sync.WaitGroup
@@ -336,11 +359,13 @@ func errSubscriptionEnded(g *registration) error {
 type outcome int
 
 const (
-	ran       outcome = iota // the handler ran; err is its result
-	duplicate                // the inbox had the ID: skip and ack
-	busy                     // a concurrent delivery holds the claim
-	inboxDown                // the inbox failed: leave for retry
-	gone                     // abandoned by the watchdog meanwhile
+	ran          outcome = iota // the handler ran; err is its result
+	duplicate                   // the inbox had the ID: skip and ack
+	busy                        // a concurrent delivery holds the claim
+	inboxDown                   // the inbox failed: leave for retry
+	stale                       // DropStale: not above the recorded version; skip and ack
+	versionsDown                // the version store failed: leave for retry
+	gone                        // abandoned by the watchdog meanwhile
 )
 
 // process runs one delivery through the pipeline on the worker's goroutine:
@@ -360,16 +385,10 @@ func (w *worker) process(d *broker.Delivery) bool {
 	ver, hasVer := uint64(0), false
 	if g.vers != nil {
 		ver, hasVer = versionOf(m)
-		if hasVer && g.vers.stale(m.Key, ver) {
-			g.stats.stale.Add(1)
-			g.log.Debug("stale message dropped", "id", m.ID, "key", m.Key, "version", ver)
-			w.ack(d)
-			return true
-		}
 	}
 	ctx := newHandlerCtx(g.handlerDelivery(d), now.Add(g.cfg.timeout))
 	w.arm(d, ctx, now)
-	out, tx, op, err := w.attempt(ctx, d)
+	out, tx, op, err := w.attempt(ctx, d, ver, hasVer)
 	late, alive := w.disarm()
 	if !alive {
 		return false
@@ -387,21 +406,39 @@ func (w *worker) process(d *broker.Delivery) bool {
 		g.retry(d, g.cfg.backoff(1))
 		return true
 	case inboxDown:
-		g.inboxFailed(d, op, err)
+		g.storeFailed(d, &g.stats.inboxErrors, "inbox", op, err)
+		return true
+	case stale:
+		g.stats.stale.Add(1)
+		g.log.Debug("stale message dropped", "id", m.ID, "key", m.Key, "version", ver)
+		w.ack(d)
+		return true
+	case versionsDown:
+		g.storeFailed(d, &g.stats.versionErrors, "version store", op, err)
 		return true
 	}
 	if late && (err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
 		err = &TimeoutError{Timeout: g.cfg.timeout}
 	}
+	// The version is recorded after success: in the handler's transaction
+	// already (txVers), else right after the commit, or before the inbox
+	// mark (a copy redelivered after a crash between the two is then
+	// dropped as stale rather than handled again).
+	record := hasVer && err == nil && g.txVers == nil
 	switch {
 	case tx != nil:
 		if err != nil {
 			_ = tx.Rollback()
 		} else if cerr := tx.Commit(); cerr != nil {
 			err = fmt.Errorf("commit of the handler's transaction: %w", cerr)
+		} else if record {
+			g.recordVersion(ctx, m, ver)
 		}
 	case g.cfg.inbox != nil:
 		if err == nil {
+			if record {
+				g.recordVersion(ctx, m, ver)
+			}
 			if merr := g.cfg.inbox.Mark(context.WithoutCancel(ctx), g.cfg.sub.Group, m.ID, g.cfg.inboxTTL); merr != nil {
 				// The handler's effect happened: acking is right. Without the
 				// mark a later copy of this ID would run again.
@@ -411,65 +448,25 @@ func (w *worker) process(d *broker.Delivery) bool {
 		} else if rerr := g.cfg.inbox.Release(context.WithoutCancel(ctx), g.cfg.sub.Group, m.ID); rerr != nil {
 			g.log.Warn("inbox release failed; the retry waits for the claim to expire", "id", m.ID, "err", rerr)
 		}
+	case record:
+		g.recordVersion(ctx, m, ver)
 	}
 	w.st.observe(time.Since(now))
 	if err != nil {
 		g.failed(d, err)
 		return true
 	}
-	if hasVer {
-		g.vers.applied(m.Key, ver)
-	}
 	w.ack(d)
 	return true
 }
 
-// attempt takes the inbox claim (or begins the inbox transaction) and runs
-// the handler, under the watchdog.
-func (w *worker) attempt(ctx *runCtx, d *broker.Delivery) (out outcome, tx *sql.Tx, op string, err error) {
-	g := w.g
-	m := d.Message
-	switch {
-	case g.txInbox != nil:
-		tx, handled, err := g.txInbox.BeginMark(ctx, g.cfg.sub.Group, m.ID, g.cfg.inboxTTL)
-		if err != nil {
-			return inboxDown, nil, "begin", err
-		}
-		if handled {
-			return duplicate, nil, "", nil
-		}
-		if !w.hold(tx, false) {
-			_ = tx.Rollback()
-			return gone, nil, "", nil
-		}
-		return ran, tx, "", g.invoke(ctx, tx, d)
-	case g.cfg.inbox != nil:
-		st, err := g.cfg.inbox.Claim(ctx, g.cfg.sub.Group, m.ID, g.cfg.timeout+5*time.Second)
-		if err != nil {
-			return inboxDown, nil, "claim", err
-		}
-		switch st {
-		case Handled:
-			return duplicate, nil, "", nil
-		case Busy:
-			return busy, nil, "", nil
-		}
-		if !w.hold(nil, true) {
-			if err := g.cfg.inbox.Release(context.WithoutCancel(ctx), g.cfg.sub.Group, m.ID); err != nil {
-				g.log.Warn("inbox release failed; the retry waits for the claim to expire", "id", m.ID, "err", err)
-			}
-			return gone, nil, "", nil
-		}
-	}
-	return ran, nil, "", g.invoke(ctx, nil, d)
-}
-
-// inboxFailed leaves the message for a retry: the store could not tell
-// whether it was handled, so it must not be acked.
-func (g *registration) inboxFailed(d *broker.Delivery, op string, err error) {
-	g.stats.inboxErrors.Add(1)
+// storeFailed leaves the message for a retry: the inbox or version store
+// could not tell whether it was handled or stale, so it must not be acked.
+// counter counts the failure.
+func (g *registration) storeFailed(d *broker.Delivery, counter *atomic.Int64, store, op string, err error) {
+	counter.Add(1)
 	attempt := g.attemptOf(d)
-	g.log.Error("inbox unavailable; message not handled and left for retry (no loss)", "op", op, "id", d.Message.ID, "attempt", attempt, "err", err)
+	g.log.Error(store+" unavailable; message not handled and left for retry (no loss)", "op", op, "id", d.Message.ID, "attempt", attempt, "err", err)
 	g.retry(d, min(g.cfg.backoff(attempt), 5*time.Second))
 }
 

@@ -57,7 +57,7 @@
 // is logged and counted (Stats.InboxErrors). Inbox failures never
 // dead-letter a message by themselves.
 //
-// # Ordering and staleness
+// # Ordering and expiry
 //
 // OrderedByKey hands a registration at most one message per key at a time,
 // in order, retries included: a failing message holds back its own key
@@ -101,10 +101,54 @@
 // OrderedByKey on a backend with neither.
 //
 // Expired messages (message.ExpiresAt) never reach a handler: they are
-// dead-lettered with reason "expired". DropStale skips a message whose
-// message.HeaderVersion is not above the last version handled for its key;
-// the last versions live in memory (bounded by StaleKeys, per
-// registration, lost on restart), so use it with OrderedByKey.
+// dead-lettered with reason "expired".
+//
+// # Staleness
+//
+// DropStale skips (acks unhandled, Stats.Stale) a keyed message whose
+// message.HeaderVersion is not above the highest version the group applied
+// for its key. The version is checked before the handler runs and recorded
+// after it succeeded, so a failed attempt records nothing and its retry is
+// not stale; a message without a key or a valid version is always handled.
+//
+// DropStale() keeps the versions in memory, per registration and per
+// process, for the last StaleKeys keys: they are lost on restart and not
+// seen by other processes of the group, where an older version can then be
+// applied over a newer one. DropStale(VersionsIn(store, ttl)) keeps them in
+// a VersionStore shared by every runtime using it and kept across restarts:
+// boltinbox (Inbox.Versions, one process), redisinbox.NewVersions or
+// sqlinbox.NewVersions. A store records a version only if it is above the
+// stored one, atomically with respect to every process (a Lua script in
+// Redis, a conditional upsert in SQL, a bbolt write transaction): a record
+// never goes down. It keeps a key for ttl (default DefaultVersionTTL, 7
+// days) after the key's last applied version; a key forgotten after that
+// accepts any version. Redis expires records itself; bolt and SQL records
+// are swept while Run runs. A store that cannot be reached leaves the
+// message unhandled for a retry (Stats.VersionErrors); a version that cannot
+// be recorded after a successful handler is logged and counted there too.
+//
+// DropStale decides when a message may start; it is meant with
+// OrderedByKey, which keeps a key's versions out of handlers at the same
+// time. Without it (or with emulated ordering across processes) two
+// versions of a key can be handled at once: both pass the check, and if the
+// older finishes last its effect lands last. The store keeps the newer
+// version, and the older one's success is logged and counted as
+// Stats.Overtaken. With native ordering and a shared store, a key's
+// versions are applied in increasing order across processes and restarts,
+// with three exceptions: a process that dies between a handler's effect and
+// the record (the message is redelivered and handled again: the same
+// version, at least once), a record that failed after the handler (logged),
+// and keys forgotten after ttl.
+//
+// With TxFunc and an SQL version store in the inbox's database
+// (a TxVersionStore), the version is recorded in the handler's transaction,
+// before the handler runs, by the same conditional upsert: a stale message
+// rolls back and is acked, and otherwise the version commits with the
+// handler's writes or not at all. The row stays locked until the
+// transaction ends, so handlers of one key are serialized across processes
+// even without OrderedByKey, and each sees the previous version's committed
+// writes. With another store a TxFunc's version is recorded after its
+// commit.
 //
 // # Shutdown
 //
@@ -116,9 +160,10 @@
 //
 // Runtime.Collector is a prometheus.Collector for the caller's registry:
 // per registration received, acked, retried, dead-lettered (by reason),
-// duplicates, busy, stale, expired, panics, abandoned, inbox and ack
-// errors, and a handler latency histogram; per group the lag, in-flight
-// and dead-letter counts where the backend implements broker.GroupAdmin.
+// duplicates, busy, stale, overtaken, expired, panics, abandoned, inbox,
+// version store and ack errors, and a handler latency histogram; per group
+// the lag, in-flight and dead-letter counts where the backend implements
+// broker.GroupAdmin.
 //
 // # Latest value per key
 //

@@ -17,7 +17,8 @@ import (
 //
 // Per registration (labels topic, group, handler — the handler's Name):
 // switchboard_consume_{received,acked,retried,duplicates,busy,stale,
-// expired,panics,abandoned,inbox_errors,ack_errors}_total,
+// overtaken,expired,panics,abandoned,inbox_errors,version_errors,
+// ack_errors}_total,
 // switchboard_consume_dead_lettered_total (and a reason label: expired,
 // decode, permanent, max-attempts), the handler latency histogram
 // switchboard_consume_handler_duration_seconds and the gauge
@@ -59,10 +60,12 @@ func metricDescs() *descs {
 			c("duplicates", "Messages skipped because the idempotency inbox had their ID.", func(c *counters, _ *hotTotals) int64 { return c.duplicates.Load() }),
 			c("busy", "Deliveries put back because a concurrent delivery of the same ID held the inbox claim.", func(c *counters, _ *hotTotals) int64 { return c.busy.Load() }),
 			c("stale", "Messages dropped by DropStale (version not above the last applied for the key).", func(c *counters, _ *hotTotals) int64 { return c.stale.Load() }),
+			c("overtaken", "DropStale messages handled while a version of their key at or above theirs was recorded (two versions in handlers at once).", func(c *counters, _ *hotTotals) int64 { return c.overtaken.Load() }),
 			c("expired", "Messages past their expiry, dead-lettered without reaching the handler.", func(c *counters, _ *hotTotals) int64 { return c.expired.Load() }),
 			c("panics", "Handler panics (retried like errors).", func(c *counters, _ *hotTotals) int64 { return c.panics.Load() }),
 			c("abandoned", "Handlers that ignored their timeout and were abandoned (their worker replaced).", func(c *counters, _ *hotTotals) int64 { return c.abandoned.Load() }),
 			c("inbox_errors", "Idempotency inbox failures (message left for retry, or mark lost after success).", func(c *counters, _ *hotTotals) int64 { return c.inboxErrors.Load() }),
+			c("version_errors", "DropStale version store failures (message left for retry, or version not recorded after success).", func(c *counters, _ *hotTotals) int64 { return c.versionErrors.Load() }),
 			c("ack_errors", "Failed acks (the message may be delivered again).", func(c *counters, _ *hotTotals) int64 { return c.ackErrors.Load() }),
 		},
 		deadLettered: prometheus.NewDesc("switchboard_consume_dead_lettered_total",

@@ -13,6 +13,9 @@ const (
 	DefaultTimeout     = 30 * time.Second
 	DefaultInboxTTL    = 24 * time.Hour
 	DefaultStaleKeys   = 100_000
+	// DefaultVersionTTL is how long a VersionStore keeps a key's version
+	// after the last version applied for the key (VersionsIn with ttl 0).
+	DefaultVersionTTL = 7 * 24 * time.Hour
 )
 
 // DefaultBackoff is the retry policy when none is given: exponential from
@@ -31,6 +34,9 @@ type handlerConfig struct {
 	inboxTTL    time.Duration
 	dropStale   bool
 	staleKeys   int
+	versions    VersionStore // nil: in memory (memVersions)
+	versionsSet bool         // VersionsIn was given (nil is refused)
+	versionTTL  time.Duration
 }
 
 // Option configures one registration (Runtime.Handle).
@@ -95,17 +101,72 @@ func OrderedByKey() Option {
 }
 
 // DropStale skips (acks without handling) a message whose version header
-// (message.HeaderVersion, an unsigned integer) is not above the last version
-// handled for its key by this registration. Versions are remembered in
-// memory for the most recent 100,000 keys per registration (see
-// StaleKeys); use it with OrderedByKey so that versions of a key are seen in
-// order.
-func DropStale() Option {
-	return optionFunc(func(c *handlerConfig) { c.dropStale = true })
+// (message.HeaderVersion, a decimal integer from 0 to math.MaxInt64) is not
+// above the highest version the group applied for its key. Messages without
+// a key or a valid version are always handled. Skipped messages count as
+// Stats.Stale.
+//
+// The version of a message is checked before its handler runs and recorded
+// after the handler succeeded, so a failed attempt records nothing and its
+// retry is not stale. With TxFunc and an SQL store (TxVersionStore) the
+// check and the record are one conditional write inside the handler's
+// transaction, before the handler runs: the version commits with the
+// handler's writes or not at all, and a concurrent handler of the same key
+// waits for the transaction.
+//
+// Where the versions live:
+//
+//   - DropStale() keeps them in memory, per registration and per process,
+//     for the most recent StaleKeys keys (default 100,000). They are lost on
+//     restart and not shared with other processes consuming the group: after
+//     a restart, or in another process, an older version can be applied
+//     over a newer one.
+//   - DropStale(VersionsIn(store, ttl)) keeps them in store, shared by every
+//     runtime and process using it, across restarts, for ttl after a key's
+//     last applied version (then the key is forgotten and accepts any
+//     version).
+//
+// Use it with OrderedByKey. DropStale decides when a message may start; it
+// cannot keep two versions of a key out of handlers at the same time, which
+// happens without OrderedByKey, or with emulated ordering across processes.
+// Then the store still never lets an older version replace a newer record,
+// but a slower handler of an older version can finish after a newer one:
+// its effect is not undone, and it is logged and counted
+// (Stats.Overtaken). With native ordering (embedded, Kafka, SQS FIFO) and a
+// shared store, a key's versions are applied in increasing order across
+// processes and restarts (see the package doc for the exceptions). With
+// TxFunc and an SQL store they are too, with or without OrderedByKey,
+// because the version's row stays locked until the handler's transaction
+// ends.
+func DropStale(opts ...StaleOption) Option {
+	return optionFunc(func(c *handlerConfig) {
+		c.dropStale = true
+		for _, o := range opts {
+			o.applyStale(c)
+		}
+	})
 }
 
-// StaleKeys bounds the keys DropStale remembers (default 100,000); the least
-// recently seen key is forgotten first.
+// StaleOption configures DropStale.
+type StaleOption interface{ applyStale(*handlerConfig) }
+
+type staleOptionFunc func(*handlerConfig)
+
+func (f staleOptionFunc) applyStale(c *handlerConfig) { f(c) }
+
+// VersionsIn keeps DropStale's versions in store instead of memory: per
+// (group, key), the highest version applied, kept for ttl after the key's
+// last applied version (0: DefaultVersionTTL, 7 days). Choose ttl longer
+// than a message can take to come back (the backend's retention and
+// redelivery): a key forgotten after ttl accepts the next version it sees,
+// older or not. Stores that need it are swept while Run runs (Sweeper).
+func VersionsIn(store VersionStore, ttl time.Duration) StaleOption {
+	return staleOptionFunc(func(c *handlerConfig) { c.versions, c.versionsSet, c.versionTTL = store, true, ttl })
+}
+
+// StaleKeys bounds the keys DropStale remembers in memory (default
+// 100,000); the least recently seen key is forgotten first. It does not
+// apply to VersionsIn.
 func StaleKeys(n int) Option {
 	return optionFunc(func(c *handlerConfig) { c.staleKeys = n })
 }

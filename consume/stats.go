@@ -16,6 +16,7 @@ type counters struct {
 	hot
 	retried, deadLettered, duplicates, busy                   atomic.Int64
 	stale, expired, panics, abandoned, inboxErrors, ackErrors atomic.Int64
+	versionErrors, overtaken                                  atomic.Int64
 	deadLetteredBy                                            [numReasons]atomic.Int64
 
 	mu     sync.Mutex
@@ -132,6 +133,12 @@ type Stats struct {
 	Busy int64
 	// Stale counts messages dropped by DropStale.
 	Stale int64
+	// Overtaken counts DropStale messages handled successfully while a
+	// version of their key at or above theirs was recorded: two versions of
+	// a key were in handlers at once (no OrderedByKey, or several processes
+	// with emulated ordering), and this one's effect may have landed after
+	// the newer one's. The record kept the newer version.
+	Overtaken int64
 	// Expired counts messages past their expiry, dead-lettered unhandled.
 	Expired int64
 	// Panics counts handler panics (retried like errors).
@@ -141,6 +148,9 @@ type Stats struct {
 	Abandoned int64
 	// InboxErrors counts inbox failures (message left for retry).
 	InboxErrors int64
+	// VersionErrors counts DropStale version store failures: a message left
+	// for retry, or a version not recorded after its handler succeeded.
+	VersionErrors int64
 	// AckErrors counts failed acks (the message may come again).
 	AckErrors int64
 	// Handled counts handler calls; HandleTime is their total duration.
@@ -165,8 +175,9 @@ func (r *Runtime) Stats() []Stats {
 			Name: g.cfg.name, Topic: g.cfg.sub.Topic, Group: g.cfg.sub.Group,
 			Received: h.received, Acked: h.acked, Retried: c.retried.Load(),
 			DeadLettered: c.deadLettered.Load(), Duplicates: c.duplicates.Load(), Busy: c.busy.Load(),
-			Stale: c.stale.Load(), Expired: c.expired.Load(), Panics: c.panics.Load(),
-			Abandoned: c.abandoned.Load(), InboxErrors: c.inboxErrors.Load(), AckErrors: c.ackErrors.Load(),
+			Stale: c.stale.Load(), Overtaken: c.overtaken.Load(), Expired: c.expired.Load(),
+			Panics: c.panics.Load(), Abandoned: c.abandoned.Load(), InboxErrors: c.inboxErrors.Load(),
+			VersionErrors: c.versionErrors.Load(), AckErrors: c.ackErrors.Load(),
 			Handled: h.handled, HandleTime: time.Duration(h.handleNanos),
 		}
 		if g.holds != nil {

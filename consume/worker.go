@@ -238,6 +238,67 @@ func (w *worker) ack(d *broker.Delivery) {
 	}
 }
 
+// attempt checks the version (DropStale), takes the inbox claim (or begins
+// the inbox transaction, recording the version in it with a TxVersionStore)
+// and runs the handler, under the watchdog.
+func (w *worker) attempt(ctx *runCtx, d *broker.Delivery, ver uint64, hasVer bool) (out outcome, tx *sql.Tx, op string, err error) {
+	g := w.g
+	m := d.Message
+	inTx := hasVer && g.txVers != nil
+	if hasVer && !inTx {
+		cur, ok, err := g.vers.Version(ctx, g.cfg.sub.Group, m.Key)
+		if err != nil {
+			return versionsDown, nil, "version", err
+		}
+		if ok && ver <= cur {
+			return stale, nil, "", nil
+		}
+	}
+	switch {
+	case g.txInbox != nil:
+		tx, handled, err := g.txInbox.BeginMark(ctx, g.cfg.sub.Group, m.ID, g.cfg.inboxTTL)
+		if err != nil {
+			return inboxDown, nil, "begin", err
+		}
+		if handled {
+			return duplicate, nil, "", nil
+		}
+		if inTx {
+			recorded, err := g.txVers.RecordTx(ctx, tx, g.cfg.sub.Group, m.Key, ver, g.cfg.versionTTL)
+			if err != nil || !recorded {
+				_ = tx.Rollback()
+				if err != nil {
+					return versionsDown, nil, "record", err
+				}
+				return stale, nil, "", nil
+			}
+		}
+		if !w.hold(tx, false) {
+			_ = tx.Rollback()
+			return gone, nil, "", nil
+		}
+		return ran, tx, "", g.invoke(ctx, tx, d)
+	case g.cfg.inbox != nil:
+		st, err := g.cfg.inbox.Claim(ctx, g.cfg.sub.Group, m.ID, g.cfg.timeout+5*time.Second)
+		if err != nil {
+			return inboxDown, nil, "claim", err
+		}
+		switch st {
+		case Handled:
+			return duplicate, nil, "", nil
+		case Busy:
+			return busy, nil, "", nil
+		}
+		if !w.hold(nil, true) {
+			if err := g.cfg.inbox.Release(context.WithoutCancel(ctx), g.cfg.sub.Group, m.ID); err != nil {
+				g.log.Warn("inbox release failed; the retry waits for the claim to expire", "id", m.ID, "err", err)
+			}
+			return gone, nil, "", nil
+		}
+	}
+	return ran, nil, "", g.invoke(ctx, nil, d)
+}
+
 // invoke runs the handler on the calling goroutine; a panic becomes a
 // *PanicError.
 func (g *registration) invoke(ctx context.Context, tx *sql.Tx, d *broker.Delivery) (err error) {

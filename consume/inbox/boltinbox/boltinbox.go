@@ -1,7 +1,8 @@
-// Package boltinbox is a consume.Inbox in a bbolt file. It suits one process
-// (the file is locked while open), typically next to the embedded engine's
-// data (ForBroker). Writes from concurrent workers are committed together
-// (bbolt batches), each commit fsynced unless NoSync is set.
+// Package boltinbox is a consume.Inbox in a bbolt file, and a
+// consume.VersionStore in the same file (Inbox.Versions). It suits one
+// process (the file is locked while open), typically next to the embedded
+// engine's data (ForBroker). Writes from concurrent workers are committed
+// together (bbolt batches), each commit fsynced unless NoSync is set.
 package boltinbox
 
 import (
@@ -17,7 +18,10 @@ import (
 	"github.com/switchboard-dev/switchboard/consume"
 )
 
-var bucket = []byte("inbox")
+var (
+	bucket         = []byte("inbox")
+	versionsBucket = []byte("versions")
+)
 
 const (
 	stClaim byte = 0
@@ -27,8 +31,9 @@ const (
 // Options configure Open.
 type Options struct {
 	// NoSync skips fsync on commit: faster, but a power failure can forget
-	// recent marks, so those messages could be handled again if they are
-	// redelivered (delivery stays at least once). Default false.
+	// recent marks and versions, so those messages could be handled again
+	// if they are redelivered (delivery stays at least once), and an older
+	// version could be applied again. Default false.
 	NoSync bool
 	// MaxBatchDelay is how long a write waits to share a commit with
 	// concurrent writes (default 500µs).
@@ -57,8 +62,12 @@ func Open(path string, opts *Options) (*Inbox, error) {
 		db.MaxBatchDelay = 500 * time.Microsecond
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucket)
-		return err
+		for _, name := range [][]byte{bucket, versionsBucket} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return nil
 	}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("boltinbox: init %s: %w", path, err)
@@ -98,11 +107,14 @@ func parse(v []byte) (byte, time.Time, bool) {
 	return v[0], time.Unix(0, int64(binary.BigEndian.Uint64(v[1:]))), true
 }
 
-func (x *Inbox) batch(ctx context.Context, fn func(*bolt.Bucket) error) error {
+// batch runs fn in a write transaction on bucket name, shared with
+// concurrent writers (bbolt may run fn more than once: it must set its
+// results from scratch each time).
+func (x *Inbox) batch(ctx context.Context, name []byte, fn func(*bolt.Bucket) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := x.db.Batch(func(tx *bolt.Tx) error { return fn(tx.Bucket(bucket)) }); err != nil {
+	if err := x.db.Batch(func(tx *bolt.Tx) error { return fn(tx.Bucket(name)) }); err != nil {
 		return fmt.Errorf("boltinbox: %w", err)
 	}
 	return nil
@@ -112,7 +124,7 @@ func (x *Inbox) batch(ctx context.Context, fn func(*bolt.Bucket) error) error {
 func (x *Inbox) Claim(ctx context.Context, group, id string, lease time.Duration) (consume.ClaimState, error) {
 	k := key(group, id)
 	var st consume.ClaimState
-	err := x.batch(ctx, func(b *bolt.Bucket) error {
+	err := x.batch(ctx, bucket, func(b *bolt.Bucket) error {
 		now := time.Now()
 		if s, exp, ok := parse(b.Get(k)); ok && exp.After(now) {
 			if s == stDone {
@@ -131,13 +143,13 @@ func (x *Inbox) Claim(ctx context.Context, group, id string, lease time.Duration
 // Mark implements consume.Inbox.
 func (x *Inbox) Mark(ctx context.Context, group, id string, ttl time.Duration) error {
 	k := key(group, id)
-	return x.batch(ctx, func(b *bolt.Bucket) error { return b.Put(k, value(stDone, time.Now().Add(ttl))) })
+	return x.batch(ctx, bucket, func(b *bolt.Bucket) error { return b.Put(k, value(stDone, time.Now().Add(ttl))) })
 }
 
 // Release implements consume.Inbox.
 func (x *Inbox) Release(ctx context.Context, group, id string) error {
 	k := key(group, id)
-	return x.batch(ctx, func(b *bolt.Bucket) error {
+	return x.batch(ctx, bucket, func(b *bolt.Bucket) error {
 		if s, _, ok := parse(b.Get(k)); ok && s == stClaim {
 			return b.Delete(k)
 		}
@@ -147,12 +159,22 @@ func (x *Inbox) Release(ctx context.Context, group, id string) error {
 
 // Sweep deletes expired entries; the runtime calls it periodically.
 func (x *Inbox) Sweep(ctx context.Context) (int64, error) {
+	return x.sweep(ctx, bucket, func(v []byte) (time.Time, bool) {
+		_, exp, ok := parse(v)
+		return exp, ok
+	})
+}
+
+// sweep deletes the entries of bucket name whose expiry (read by expiry) is
+// past or unreadable, stopping early when ctx is done.
+func (x *Inbox) sweep(ctx context.Context, name []byte, expiry func(v []byte) (time.Time, bool)) (int64, error) {
 	var n int64
 	err := x.db.Update(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucket).Cursor()
+		n = 0
+		c := tx.Bucket(name).Cursor()
 		now := time.Now()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if _, exp, ok := parse(v); !ok || !exp.After(now) {
+			if exp, ok := expiry(v); !ok || !exp.After(now) {
 				if err := c.Delete(); err != nil {
 					return err
 				}
@@ -164,5 +186,8 @@ func (x *Inbox) Sweep(ctx context.Context) (int64, error) {
 		}
 		return nil
 	})
-	return n, err
+	if err != nil {
+		return n, fmt.Errorf("boltinbox: sweep: %w", err)
+	}
+	return n, nil
 }

@@ -1,6 +1,7 @@
 // Package redisinbox is a consume.Inbox in Redis: one key per (group,
 // message ID) with an expiry (SET NX PX semantics), shared by every process
-// using the same Redis.
+// using the same Redis. NewVersions is a consume.VersionStore in the same
+// Redis, for DropStale.
 package redisinbox
 
 import (

@@ -1,5 +1,7 @@
 // Package sqlinbox is a consume.Inbox and consume.TxInbox in an SQL table,
-// on SQLite (modernc.org/sqlite) or PostgreSQL (pgx's database/sql driver).
+// on SQLite (modernc.org/sqlite) or PostgreSQL (pgx's database/sql driver),
+// and (NewVersions) a consume.VersionStore and consume.TxVersionStore for
+// DropStale in another table of the same database.
 //
 // With consume.TxFunc (switchboard.HandleTx) the "handled" row is inserted
 // in the transaction the handler writes in: both commit or neither, and a
@@ -35,12 +37,13 @@ const (
 // DefaultTable is the table name when Options.Table is empty.
 const DefaultTable = "sb_inbox"
 
-// Options configure New.
+// Options configure New and NewVersions.
 type Options struct {
-	// Table name (default "sb_inbox"); letters, digits and '_' only.
+	// Table name (default "sb_inbox" for New, "sb_versions" for
+	// NewVersions); letters, digits and '_' only.
 	Table string
 	// NoCreate skips CREATE TABLE IF NOT EXISTS (for managed migrations;
-	// see Schema).
+	// see Schema and VersionsSchema).
 	NoCreate bool
 }
 
@@ -75,19 +78,40 @@ func Schema(table string) string {
 )`
 }
 
-// New returns an inbox in db, creating its table unless opts.NoCreate.
-func New(ctx context.Context, db *sql.DB, dialect Dialect, opts *Options) (*Inbox, error) {
+// tableOf returns opts's table name (def when empty) once checked, and
+// whether to create it.
+func tableOf(opts *Options, def string) (table string, create bool, err error) {
 	if opts == nil {
 		opts = &Options{}
 	}
 	t := opts.Table
 	if t == "" {
-		t = DefaultTable
+		t = def
 	}
 	for _, c := range t {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			return nil, fmt.Errorf("sqlinbox: table name %q: use letters, digits and '_'", t)
+			return "", false, fmt.Errorf("sqlinbox: table name %q: use letters, digits and '_'", t)
 		}
+	}
+	return t, !opts.NoCreate, nil
+}
+
+// createTable runs ddl, the DDL of table, when do is set.
+func createTable(ctx context.Context, db *sql.DB, do bool, table, ddl string) error {
+	if !do {
+		return nil
+	}
+	if _, err := db.ExecContext(ctx, ddl); err != nil {
+		return fmt.Errorf("sqlinbox: create table %s: %w", table, err)
+	}
+	return nil
+}
+
+// New returns an inbox in db, creating its table unless opts.NoCreate.
+func New(ctx context.Context, db *sql.DB, dialect Dialect, opts *Options) (*Inbox, error) {
+	t, mk, err := tableOf(opts, DefaultTable)
+	if err != nil {
+		return nil, err
 	}
 	x := &Inbox{db: db, dialect: dialect, table: t}
 	x.q = queries{
@@ -101,10 +125,8 @@ func New(ctx context.Context, db *sql.DB, dialect Dialect, opts *Options) (*Inbo
 			ON CONFLICT (grp, id) DO UPDATE SET state = 1, expires_at = excluded.expires_at WHERE ` + t + `.expires_at <= ?`),
 		sweep: x.rebind(`DELETE FROM ` + t + ` WHERE expires_at <= ?`),
 	}
-	if !opts.NoCreate {
-		if _, err := db.ExecContext(ctx, Schema(t)); err != nil {
-			return nil, fmt.Errorf("sqlinbox: create table %s: %w", t, err)
-		}
+	if err := createTable(ctx, db, mk, t, Schema(t)); err != nil {
+		return nil, err
 	}
 	return x, nil
 }
@@ -112,9 +134,11 @@ func New(ctx context.Context, db *sql.DB, dialect Dialect, opts *Options) (*Inbo
 // DB returns the database the inbox writes to.
 func (x *Inbox) DB() *sql.DB { return x.db }
 
+func (x *Inbox) rebind(q string) string { return rebind(x.dialect, q) }
+
 // rebind turns '?' placeholders into $1, $2, ... for PostgreSQL.
-func (x *Inbox) rebind(q string) string {
-	if x.dialect != Postgres {
+func rebind(d Dialect, q string) string {
+	if d != Postgres {
 		return q
 	}
 	var b strings.Builder
