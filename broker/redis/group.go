@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -106,7 +107,7 @@ type groupSub struct {
 type flight struct {
 	id       string
 	deadline time.Time // guarded by groupSub.mu
-	due      bool      // a due time was written to the due hash
+	due      bool      // a due time was written to the due hash; guarded by groupSub.mu
 	// superseded: the entry was claimed again (its deadline passed) and
 	// handed out anew; this delivery's settlement no longer applies.
 	superseded bool // guarded by groupSub.mu
@@ -172,25 +173,51 @@ func (g *groupSub) reclaimEvery() time.Duration {
 	return min(max(g.set.AckDeadline/4, 10*time.Millisecond), 250*time.Millisecond)
 }
 
+// readBatch is the most entries one read takes (XREADGROUP COUNT).
+const readBatch = 256
+
+// loop reads the group's entries (due reclaims and new ones) and hands
+// them out in the order read. Reading overlaps handing out: a reader
+// goroutine takes slots, reads, and queues each batch; this goroutine, the
+// only one that sends deliveries, hands the queued entries out one by one.
+// Every entry read holds a slot until it is settled (or not handed out), so
+// entries read and unsettled never exceed MaxInFlight.
 func (g *groupSub) loop(ctx context.Context) error {
+	batches := make(chan []goredis.XMessage, 4)
+	idle := make(chan struct{}, 1)
+	var queued atomic.Int64 // entries read and not yet handed out
+	var readErr error
+	go func() {
+		defer close(batches)
+		readErr = g.read(ctx, batches, idle, &queued)
+	}()
+	for xs := range batches {
+		for _, x := range xs {
+			// After Close, handle marks the entry due now (Send fails),
+			// so that another consumer of the group takes it at once.
+			if !g.handle(ctx, x) {
+				<-g.sem
+			}
+			if queued.Add(-1) == 0 {
+				select {
+				case idle <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+	return readErr
+}
+
+// read is loop's reader: it queues batches of entries on batches until ctx
+// ends or the group is gone.
+func (g *groupSub) read(ctx context.Context, batches chan<- []goredis.XMessage, idle chan struct{}, queued *atomic.Int64) error {
 	failures := 0
 	nextReclaim := time.Now()
 	for ctx.Err() == nil {
-		// Wait for a free slot.
-		select {
-		case g.sem <- struct{}{}:
-		case <-ctx.Done():
+		free := g.slots(ctx, idle, queued)
+		if free == 0 {
 			return nil
-		}
-		free := 1
-		for free < cap(g.sem) && free < 256 {
-			select {
-			case g.sem <- struct{}{}:
-				free++
-				continue
-			default:
-			}
-			break
 		}
 		var xs []goredis.XMessage
 		var err error
@@ -226,18 +253,53 @@ func (g *groupSub) loop(ctx context.Context) error {
 			continue
 		}
 		failures = 0
-		used := 0
-		for _, x := range xs {
-			used++
-			if !g.handle(ctx, x) {
-				<-g.sem
-			}
-		}
-		for ; used < free; used++ {
+		for range free - len(xs) {
 			<-g.sem
+		}
+		if len(xs) > 0 {
+			queued.Add(int64(len(xs)))
+			batches <- xs // the dispatcher drains batches until it is closed
 		}
 	}
 	return nil
+}
+
+// slots takes free slots for the next read: at least one (0 when ctx ends
+// first), and up to half the window (at most readBatch). It waits for more
+// than one only while loop still has entries to hand out, so reads are
+// large under load and immediate when the consumers are waiting.
+func (g *groupSub) slots(ctx context.Context, idle chan struct{}, queued *atomic.Int64) int {
+	select {
+	case g.sem <- struct{}{}:
+	case <-ctx.Done():
+		return 0
+	}
+	target := max(1, min(cap(g.sem)/2, readBatch))
+	n := 1
+	for n < target {
+		select {
+		case g.sem <- struct{}{}:
+			n++
+			continue
+		default:
+		}
+		select {
+		case <-idle: // a stale signal; the count below is current
+		default:
+		}
+		if queued.Load() == 0 {
+			break
+		}
+		select {
+		case g.sem <- struct{}{}:
+			n++
+		case <-idle:
+			return n
+		case <-ctx.Done():
+			return n // the read fails at once and frees them
+		}
+	}
+	return n
 }
 
 // reclaim claims up to n pending entries of the group that are due: their
@@ -299,6 +361,13 @@ func (g *groupSub) reclaim(ctx context.Context, n int) ([]goredis.XMessage, erro
 	return xs, nil
 }
 
+// dueMs is t as a due time in the due hash: Unix milliseconds rounded up,
+// so that the reclaimer, which compares whole milliseconds, never takes an
+// entry before t.
+func dueMs(t time.Time) int64 {
+	return t.Add(time.Millisecond - 1).UnixMilli()
+}
+
 // attempts returns the delivery count of entry id.
 func (g *groupSub) attempts(ctx context.Context, id string) int {
 	pe, err := g.b.rdb.XPendingExt(ctx, &goredis.XPendingExtArgs{Stream: g.key, Group: g.group, Start: id, End: id, Count: 1}).Result()
@@ -356,20 +425,21 @@ func (g *groupSub) handle(ctx context.Context, x goredis.XMessage) bool {
 	return true
 }
 
-// forget drops f from the in-flight set and frees its slot.
-func (g *groupSub) forget(f *flight) (time.Time, bool) {
+// forget drops f from the in-flight set and frees its slot. It returns a
+// copy of f as it was then, and whether f was still in flight.
+func (g *groupSub) forget(f *flight) (flight, bool) {
 	g.mu.Lock()
 	cur, ok := g.inflight[f.id]
 	ok = ok && cur == f
 	if ok {
 		delete(g.inflight, f.id)
 	}
-	deadline := f.deadline
+	st := *f
 	g.mu.Unlock()
 	if ok {
 		<-g.sem
 	}
-	return deadline, ok
+	return st, ok
 }
 
 // release makes every unsettled delivery due now, for another consumer.
@@ -394,36 +464,31 @@ func (g *groupSub) release() {
 	}
 }
 
-func (g *groupSub) settle(d *broker.Delivery, op string) (*flight, error) {
-	f := d.Token.(*flight)
-	deadline, ok := g.forget(f)
-	g.mu.Lock()
-	superseded := f.superseded
-	g.mu.Unlock()
-	if superseded {
-		return nil, fmt.Errorf("%s of message %s (attempt %d): %w", op, d.Message.ID, d.Info.Attempt, broker.ErrDeliveryExpired)
-	}
-	if !ok {
-		return nil, fmt.Errorf("%s of message %s: %w (the subscription was closed and the message released)", op, d.Message.ID, broker.ErrClosed)
-	}
-	if time.Now().After(deadline) {
-		return nil, fmt.Errorf("%s of message %s (attempt %d, deadline %s): %w", op, d.Message.ID, d.Info.Attempt, deadline.Format(time.RFC3339Nano), broker.ErrDeliveryExpired)
+// settle ends delivery d for op: it returns its flight as it was, or why
+// it can no longer be settled.
+func (g *groupSub) settle(d *broker.Delivery, op string) (flight, error) {
+	f, ok := g.forget(d.Token.(*flight))
+	switch {
+	case f.superseded:
+		return f, fmt.Errorf("%s of message %s (attempt %d): %w", op, d.Message.ID, d.Info.Attempt, broker.ErrDeliveryExpired)
+	case !ok:
+		return f, fmt.Errorf("%s of message %s: %w (the subscription was closed and the message released)", op, d.Message.ID, broker.ErrClosed)
+	case time.Now().After(f.deadline):
+		return f, fmt.Errorf("%s of message %s (attempt %d, deadline %s): %w", op, d.Message.ID, d.Info.Attempt, f.deadline.Format(time.RFC3339Nano), broker.ErrDeliveryExpired)
 	}
 	return f, nil
 }
 
-// Ack implements broker.Acker with XACK.
+// Ack implements broker.Acker with XACK (and HDEL of the entry's due time
+// when a nack or Extend wrote one). Concurrent acks share one XACK per
+// group; Ack returns only when the server has answered for this entry, so
+// its error is this entry's.
 func (g *groupSub) Ack(ctx context.Context, d *broker.Delivery) error {
 	f, err := g.settle(d, "ack")
 	if err != nil {
 		return err
 	}
-	pipe := g.b.rdb.Pipeline()
-	pipe.XAck(ctx, g.key, g.group, f.id)
-	if f.due {
-		pipe.HDel(ctx, g.dueKey, f.id)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := g.b.xack(ctx, g.key, g.group, g.dueKey, f.id, f.due); err != nil {
 		return g.b.opErr(ctx, "ack of "+d.Message.ID, err)
 	}
 	return nil
@@ -439,7 +504,7 @@ func (g *groupSub) Nack(ctx context.Context, d *broker.Delivery, delay time.Dura
 	if g.set.Exhausted(d.Info.Attempt) {
 		return g.deadLetter(ctx, d, brokerutil.ReasonMaxAttempts)
 	}
-	due := time.Now().Add(g.set.Delay(d.Info.Attempt, delay)).UnixMilli()
+	due := dueMs(time.Now().Add(g.set.Delay(d.Info.Attempt, delay)))
 	if err := g.b.rdb.HSet(ctx, g.dueKey, f.id, due).Err(); err != nil {
 		return g.b.opErr(ctx, "nack of "+d.Message.ID, err)
 	}
@@ -473,7 +538,7 @@ func (g *groupSub) Extend(ctx context.Context, d *broker.Delivery, by time.Durat
 		return fmt.Errorf("extend of message %s: %w", d.Message.ID, broker.ErrDeliveryExpired)
 	}
 	// Due after the new deadline plus the backoff, like a missed deadline.
-	due := time.Now().Add(by + g.set.Backoff(d.Info.Attempt)).UnixMilli()
+	due := dueMs(time.Now().Add(by + g.set.Backoff(d.Info.Attempt)))
 	if err := g.b.rdb.HSet(ctx, g.dueKey, f.id, due).Err(); err != nil {
 		return g.b.opErr(ctx, "extend of "+d.Message.ID, err)
 	}
@@ -489,10 +554,7 @@ func (g *groupSub) deadLetter(ctx context.Context, d *broker.Delivery, reason st
 	if _, err := g.b.xadd(ctx, dl.Topic, []*message.Message{dl}, func(*message.Message) string { return dedup }, nil); err != nil {
 		return err
 	}
-	pipe := g.b.rdb.Pipeline()
-	pipe.XAck(ctx, g.key, g.group, f.id)
-	pipe.HDel(ctx, g.dueKey, f.id)
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := g.b.xack(ctx, g.key, g.group, g.dueKey, f.id, true); err != nil {
 		return g.b.opErr(ctx, "term of "+d.Message.ID, err)
 	}
 	return nil

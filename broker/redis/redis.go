@@ -15,24 +15,32 @@
 //     "Sb-Body", the message's own fields as "Sb-Id", "Sb-Key",
 //     "Sb-Content-Type", "Sb-Deliver-At", "Sb-Expires-At", and every user
 //     header as a field of its own name.
-//   - Publish runs one Lua script per batch: for each message it checks the
-//     dedup key "sb:dedup:<topic>:<id>" (the ID seen inside the dedup
-//     window returns the original entry, Duplicate=true), XADDs the entry
-//     (with MAXLEN ~ when max_len is set) and remembers the ID for the
-//     window.
+//   - Publish runs a Lua script: for each message it checks the dedup key
+//     "sb:dedup:<topic>:<id>" (the ID seen inside the dedup window returns
+//     the original entry, Duplicate=true), XADDs the entry (with MAXLEN ~
+//     when max_len is set) and remembers the ID for the window, atomically
+//     per message. Concurrent publishes to a stream share one script call
+//     (each caller's messages in order and its own outcome per message),
+//     and concurrent publishes and acks of the broker share one pipeline:
+//     a batch goes out as soon as the previous one is answered (group
+//     commit), and every call returns only when the server has answered for
+//     its own messages or entries.
 //   - Sequence numbers are entry IDs: "<ms>-<n>" is Seq = ms<<16 | n (n is
 //     below 65536 unless a topic takes more than 65,536 entries in one
 //     millisecond).
 //   - A group is an XGROUP created at the start position (latest "$",
 //     earliest "0", a time or a sequence as an entry ID) and read with
-//     XREADGROUP. Ack is XACK. Missed deadlines, nacks with a delay and
-//     Close's release are emulated on the pending entries list: a reclaimer
-//     in every subscription looks at XPENDING and XCLAIMs the entries that
-//     are due: last delivery + AckDeadline + Backoff(attempts) for a missed
-//     deadline, or the time a nack or Extend wrote in the hash
-//     "sb:due:<topic>:<group>". (XAUTOCLAIM takes one idle time for every
-//     entry, so it cannot honour per-entry backoff and nack delays.) The
-//     attempt number is the entry's delivery count.
+//     XREADGROUP, at most MaxInFlight entries read and unsettled per
+//     subscription; reading the next batch overlaps handing out the last.
+//     Ack is XACK (concurrent acks of a group share one XACK). Missed
+//     deadlines, nacks with a delay and Close's release are emulated on the
+//     pending entries list: a reclaimer in every subscription looks at
+//     XPENDING and XCLAIMs the entries that are due: last delivery +
+//     AckDeadline + Backoff(attempts) for a missed deadline, or the time a
+//     nack or Extend wrote in the hash "sb:due:<topic>:<group>".
+//     (XAUTOCLAIM takes one idle time for every entry, so it cannot honour
+//     per-entry backoff and nack delays.) The attempt number is the entry's
+//     delivery count.
 //   - Dead letters are XADDed to the stream "$dlq.<group>"; Term and final
 //     failures XACK the original after that.
 //   - An ephemeral subscription reads new entries with XREAD from "$".
@@ -49,6 +57,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -75,6 +84,10 @@ type Broker struct {
 	cfg    config
 	limits message.Limits
 	caps   broker.Capabilities
+
+	// ops coalesces concurrent publishes and acks (Streams mode): each
+	// caller still waits for the server's answer to its own operation.
+	ops *batcher
 
 	mu     sync.Mutex
 	subs   brokerutil.Subs
@@ -183,6 +196,7 @@ func Open(ctx context.Context, rawURL string) (*Broker, error) {
 			StartPositions: true,
 			Request:        true,
 		}
+		b.ops = newBatcher(batchWorkers, 1024, b.runOps)
 	}
 	return b, nil
 }
@@ -205,7 +219,9 @@ func (b *Broker) Capabilities() broker.Capabilities { return b.caps }
 func (b *Broker) Client() *goredis.Client { return b.rdb }
 
 // Close closes every subscription (unsettled deliveries are released for
-// redelivery) and the connection pool.
+// redelivery) and the connection pool. Publishes and acks already sent to
+// the server complete; those still waiting for a batch fail with
+// ErrClosed (nothing of them was written).
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	if b.closed {
@@ -215,6 +231,9 @@ func (b *Broker) Close() error {
 	b.closed = true
 	b.mu.Unlock()
 	b.subs.CloseAll()
+	if b.ops != nil {
+		b.ops.close(fmt.Errorf("%s: %w", b.caps.Name, broker.ErrClosed))
+	}
 	return b.rdb.Close()
 }
 
@@ -238,14 +257,6 @@ func (b *Broker) opErr(ctx context.Context, what string, err error) error {
 		return fmt.Errorf("%s: %s on %s: %w (%v)", b.caps.Name, what, b.cfg.addr, broker.ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s: %s: %w", b.caps.Name, what, err)
-}
-
-// fields encodes m as a stream entry's field/value list.
-func fields(m *message.Message) []any {
-	out := make([]any, 0, 2*(len(m.Headers)+4))
-	out = append(out, bodyField, m.Payload)
-	brokerutil.Encode(m, time.Time{}, func(k, v string) { out = append(out, k, v) })
-	return out
 }
 
 // entryMessage decodes a stream entry. An entry written by another client
@@ -274,16 +285,21 @@ func entryMessage(topic string, x goredis.XMessage) (*message.Message, uint64) {
 	return m, seq
 }
 
-// seqOf maps an entry ID "<ms>-<n>" to Seq = ms<<16 | n and returns ms.
+// seqOf maps an entry ID "<ms>-<n>" to Seq = ms<<16 | n and returns ms
+// (zeros for an ID of another form).
 func seqOf(id string) (uint64, int64) {
-	var ms, n uint64
-	if _, err := fmt.Sscanf(id, "%d-%d", &ms, &n); err != nil {
+	a, b, ok := strings.Cut(id, "-")
+	if !ok {
+		return 0, 0
+	}
+	ms, err1 := strconv.ParseUint(a, 10, 64)
+	n, err2 := strconv.ParseUint(b, 10, 64)
+	if err1 != nil || err2 != nil {
 		return 0, 0
 	}
 	return ms<<16 | (n & 0xffff), int64(ms)
 }
 
-// idOf is the inverse of seqOf.
 // before returns the entry ID just before id (XGROUP's start is exclusive).
 func before(ms, n uint64) string {
 	if n > 0 {
@@ -295,36 +311,12 @@ func before(ms, n uint64) string {
 	return fmt.Sprintf("%d-%d", ms-1, uint64(1<<64-1))
 }
 
-// publishScript stores a batch atomically per message: dedup check, XADD,
-// remember the ID. KEYS: the stream, then one dedup key per message. ARGV:
-// window ms, max len, then per message its field count and fields.
-var publishScript = goredis.NewScript(`
-local window = tonumber(ARGV[1])
-local maxlen = tonumber(ARGV[2])
-local out = {}
-local a = 3
-for i = 2, #KEYS do
-  local n = tonumber(ARGV[a]); a = a + 1
-  local prev = redis.call('GET', KEYS[i])
-  if prev then
-    out[#out+1] = {prev, 1}
-  else
-    local args = {KEYS[1]}
-    if maxlen > 0 then args[#args+1] = 'MAXLEN'; args[#args+1] = '~'; args[#args+1] = maxlen end
-    args[#args+1] = '*'
-    for j = a, a + n - 1 do args[#args+1] = ARGV[j] end
-    local id = redis.call('XADD', unpack(args))
-    redis.call('SET', KEYS[i], id, 'PX', window)
-    out[#out+1] = {id, 0}
-  end
-  a = a + n
-end
-return out
-`)
-
-// Publish implements broker.Broker. Streams: the batch is one Lua script
-// (atomic per message with its dedup check; Redis acknowledges after the
-// write, durable as far as the server's persistence settings make it).
+// Publish implements broker.Broker. Streams: the messages are stored by the
+// publish script, each atomically with its dedup check, in order, possibly
+// in one call with other callers' messages; Publish returns when Redis has
+// answered for all of them (durable as far as the server's persistence
+// settings make it). A message that fails fails the call; the others may be
+// stored (AtomicBatch is false).
 // Pub/Sub: each message is PUBLISHed; nothing is kept.
 func (b *Broker) Publish(ctx context.Context, p *broker.PublishParams) (*broker.PublishResult, error) {
 	if err := broker.PrepareMessages(b.caps, b.limits, p); err != nil {
@@ -344,36 +336,6 @@ func (b *Broker) Publish(ctx context.Context, p *broker.PublishParams) (*broker.
 		return res, nil
 	}
 	return b.xadd(ctx, p.Topic, p.Messages, func(m *message.Message) string { return "sb:dedup:" + p.Topic + ":" + m.ID }, res)
-}
-
-func (b *Broker) xadd(ctx context.Context, topic string, msgs []*message.Message, dedupKey func(*message.Message) string, res *broker.PublishResult) (*broker.PublishResult, error) {
-	keys := make([]string, 0, len(msgs)+1)
-	keys = append(keys, b.key(topic))
-	args := []any{b.cfg.dedupWindow.Milliseconds(), b.cfg.maxLen}
-	for _, m := range msgs {
-		keys = append(keys, b.cfg.prefix+dedupKey(m))
-		f := fields(m)
-		args = append(args, len(f))
-		args = append(args, f...)
-	}
-	out, err := publishScript.Run(ctx, b.rdb, keys, args...).Slice()
-	if err != nil {
-		return nil, b.opErr(ctx, "publish to "+topic, err)
-	}
-	if res == nil {
-		return nil, nil
-	}
-	for i, r := range out {
-		pair, _ := r.([]any)
-		if len(pair) != 2 {
-			return nil, fmt.Errorf("%s: publish to %s: unexpected script reply %v", b.caps.Name, topic, out)
-		}
-		id, _ := pair[0].(string)
-		dup, _ := pair[1].(int64)
-		seq, _ := seqOf(id)
-		res.Results[i] = broker.MessageResult{ID: msgs[i].ID, Seq: seq, Duplicate: dup == 1}
-	}
-	return res, nil
 }
 
 // Subscribe implements broker.Broker.
