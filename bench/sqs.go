@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/pprof"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -54,6 +56,9 @@ type sqsConfig struct {
 	ackers    int
 	dir       string
 	timeout   time.Duration
+	systems   string
+	cpuprof   string
+	memprof   string
 }
 
 func runSQS(args []string) error {
@@ -69,6 +74,9 @@ func runSQS(args []string) error {
 	fs.IntVar(&c.ackers, "ackers", 256, "goroutines acking hub deliveries one at a time (the client coalesces them into Settle calls)")
 	fs.StringVar(&c.dir, "dir", os.TempDir(), "parent of the temporary data dirs")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "limit for one measurement")
+	fs.StringVar(&c.systems, "systems", sysSQSFace+","+sysHub, "systems to measure (comma separated); the ratio needs both")
+	fs.StringVar(&c.cpuprof, "cpuprofile", "", "write a CPU profile of the whole run to this file (client and server run in this process; use with --systems "+sysSQSFace+")")
+	fs.StringVar(&c.memprof, "memprofile", "", "write an allocation profile of the whole run to this file")
 	set, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -88,6 +96,17 @@ func runSQS(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--sizes: %w", err)
 	}
+	systems := splitList(c.systems)
+	for _, s := range systems {
+		if s != sysSQSFace && s != sysHub {
+			return fmt.Errorf("--systems: unknown system %q (%s, %s)", s, sysSQSFace, sysHub)
+		}
+	}
+	stop, err := startProfiles(c.cpuprof, c.memprof)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	ctx := context.Background()
 	progress("sqs: count=%d runs=%d sizes=%v producers=%d consumers=%d ackers=%d GOMAXPROCS=%d", c.count, c.runs, sizes, c.producers, c.consumers, c.ackers, runtime.GOMAXPROCS(0))
 	col := NewCollector()
@@ -99,6 +118,9 @@ func runSQS(args []string) error {
 				payload[i] = 'a' + byte(i%26) // an SQS body is text
 			}
 			for _, sys := range []string{sysSQSFace, sysHub} {
+				if !slices.Contains(systems, sys) {
+					continue
+				}
 				rate, err := measureSQSCase(ctx, &c, sys, payload, run)
 				if err != nil {
 					line := fmt.Sprintf("FAILED %s %d B run %d: %v", sys, size, run, err)
@@ -130,6 +152,39 @@ func runSQS(args []string) error {
 		return fmt.Errorf("%d measurements failed", len(failed))
 	}
 	return nil
+}
+
+// startProfiles starts a CPU profile into cpu and arranges an allocation
+// profile into mem (either may be empty); stop ends both.
+func startProfiles(cpu, mem string) (stop func(), err error) {
+	var cf *os.File
+	if cpu != "" {
+		if cf, err = os.Create(cpu); err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(cf); err != nil {
+			cf.Close()
+			return nil, err
+		}
+	}
+	return func() {
+		if cf != nil {
+			pprof.StopCPUProfile()
+			cf.Close()
+		}
+		if mem == "" {
+			return
+		}
+		f, err := os.Create(mem)
+		if err != nil {
+			progress("sqs: memprofile: %v", err)
+			return
+		}
+		defer f.Close()
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			progress("sqs: memprofile: %v", err)
+		}
+	}, nil
 }
 
 // sqsRatios: hub msgs/s over face msgs/s is the face's relative cost per

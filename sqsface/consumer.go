@@ -134,7 +134,10 @@ func (q *queue) take(ctx context.Context, n int, wait time.Duration) ([]*broker.
 		if len(c.buf) > 0 {
 			k := min(n, len(c.buf))
 			out := append([]*broker.Delivery(nil), c.buf[:k]...)
-			c.buf = append(c.buf[:0], c.buf[k:]...)
+			// Advance instead of shifting the rest down (the buffer can
+			// hold MaxInFlight deliveries); pump's append reallocates.
+			clear(c.buf[:k])
+			c.buf = c.buf[k:]
 			q.mu.Unlock()
 			return out, nil
 		}
@@ -289,20 +292,25 @@ var handleEnc = base64.RawURLEncoding
 func (q *queue) newHandle() string {
 	var b [18]byte
 	_, _ = rand.Read(b[:])
-	return "SB1." + handleEnc.EncodeToString([]byte(q.name)) + "." + handleEnc.EncodeToString(b[:])
+	return q.handlePrefix + handleEnc.EncodeToString(b[:])
 }
 
 // checkHandle reports whether h is a well-formed handle of this queue.
 func (q *queue) checkHandle(h string) bool {
-	parts := strings.Split(h, ".")
-	if len(parts) != 3 || parts[0] != "SB1" {
+	tag, rest, _ := strings.Cut(h, ".")
+	name, random, ok := strings.Cut(rest, ".")
+	if !ok || tag != "SB1" || strings.Contains(random, ".") {
 		return false
 	}
-	name, err := handleEnc.DecodeString(parts[1])
-	if err != nil || string(name) != q.name {
-		return false
+	if len(h)-len(random) != len(q.handlePrefix) || h[:len(q.handlePrefix)] != q.handlePrefix {
+		// Not the encoding newHandle writes; another encoding of the
+		// same name (non-zero padding bits) is well formed too.
+		n, err := handleEnc.DecodeString(name)
+		if err != nil || string(n) != q.name {
+			return false
+		}
 	}
-	r, err := handleEnc.DecodeString(parts[2])
+	r, err := handleEnc.DecodeString(random)
 	return err == nil && len(r) == 18
 }
 

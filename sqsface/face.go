@@ -12,6 +12,8 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -110,7 +112,9 @@ type request struct {
 }
 
 // decode fills v (a pointer to an input struct with JSON tags) from the
-// request.
+// request. An input that reads itself (jsonReader) takes the fast path;
+// what that path does not accept is decoded by encoding/json into a zeroed
+// v, with the same result.
 func (r *request) decode(v any) *apiError {
 	var data []byte
 	if r.json {
@@ -125,18 +129,30 @@ func (r *request) decode(v any) *apiError {
 		}
 		data, _ = json.Marshal(tree)
 	}
+	if jr, ok := v.(jsonReader); ok {
+		if readJSON(data, jr) {
+			return nil
+		}
+		reflect.ValueOf(v).Elem().SetZero()
+	}
+	return decodeStd(data, v, r.json)
+}
+
+// decodeStd decodes data into v with encoding/json and answers errors as
+// the JSON protocol (jsonProto) or the Query protocol does.
+func decodeStd(data []byte, v any, jsonProto bool) *apiError {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			return errInvalidParameterValue("Value for parameter %s is invalid. Reason: must be of type %s.", te.Field, te.Type)
 		}
-		if r.json {
+		if jsonProto {
 			return errMalformedJSON("Start of structure or map found where not expected, or body is not valid JSON: %v", err)
 		}
 		return errMalformedQuery("%v", err)
 	}
-	if r.json && dec.More() {
+	if jsonProto && dec.More() {
 		return errMalformedJSON("unexpected data after the JSON object")
 	}
 	return nil
@@ -160,15 +176,21 @@ func (f *Face) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	r.path = path
 	r.base = f.baseURL(hr)
 	target := hr.Header.Get("X-Amz-Target")
-	ct, _, _ := mime.ParseMediaType(hr.Header.Get("Content-Type"))
-	r.json = target != "" || strings.HasPrefix(ct, "application/x-amz-json")
+	r.json = target != ""
+	if !r.json {
+		ct, _, _ := mime.ParseMediaType(hr.Header.Get("Content-Type"))
+		r.json = strings.HasPrefix(ct, "application/x-amz-json")
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			f.log.Error("sqsface: panic serving request", "op", r.op, "panic", p)
 			f.writeError(w, r, errInternal(fmt.Errorf("%v", p)))
 		}
 	}()
-	body, err := io.ReadAll(http.MaxBytesReader(w, hr.Body, maxRequestBytes))
+	bp := getBuffer()
+	defer putBuffer(bp)
+	body, err := readBody(*bp, http.MaxBytesReader(w, hr.Body, maxRequestBytes), hr.ContentLength)
+	*bp = body
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -244,18 +266,67 @@ func (f *Face) baseURL(hr *http.Request) string {
 	return scheme + "://" + hr.Host + f.cfg.PathPrefix
 }
 
+// getBuffer and putBuffer recycle the buffers of request bodies and JSON
+// answers. Nothing decoded from a body refers to its bytes (strings and
+// slices are copied out), so a buffer is reused once ServeHTTP returns.
+var bufferPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledBuffer: larger buffers are left to the garbage collector.
+const maxPooledBuffer = 1 << 20
+
+func getBuffer() *[]byte { return bufferPool.Get().(*[]byte) }
+
+func putBuffer(bp *[]byte) {
+	if cap(*bp) <= maxPooledBuffer {
+		*bp = (*bp)[:0]
+		bufferPool.Put(bp)
+	}
+}
+
+// readBody reads all of rd into buf (from its start), sized at once from
+// the request's Content-Length when known.
+func readBody(buf []byte, rd io.Reader, contentLength int64) ([]byte, error) {
+	buf = buf[:0]
+	if contentLength > int64(cap(buf)) && contentLength <= maxRequestBytes {
+		buf = make([]byte, 0, contentLength)
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
 func (f *Face) writeResult(w http.ResponseWriter, r *request, res any) {
 	w.Header().Set("x-amzn-RequestId", r.reqID)
 	if r.json {
-		if res == nil {
-			res = struct{}{}
+		bp := getBuffer()
+		defer putBuffer(bp)
+		b := *bp
+		switch v := res.(type) {
+		case nil:
+			b = append(b, "{}"...)
+		case jsonAppender:
+			b = v.appendJSON(b)
+		default:
+			var err error
+			if b, err = json.Marshal(res); err != nil {
+				f.writeError(w, r, errInternal(err))
+				return
+			}
 		}
-		b, err := json.Marshal(res)
-		if err != nil {
-			f.writeError(w, r, errInternal(err))
-			return
-		}
-		w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+		*bp = b
+		h := w.Header()
+		h.Set("Content-Type", "application/x-amz-json-1.0")
+		h.Set("Content-Length", strconv.Itoa(len(b)))
 		_, _ = w.Write(b)
 		return
 	}

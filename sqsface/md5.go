@@ -9,9 +9,9 @@ import (
 	"strings"
 )
 
-// md5Hex is MD5OfMessageBody.
-func md5Hex(s string) string {
-	sum := md5.Sum([]byte(s))
+// md5Hex is MD5OfMessageBody of body p.
+func md5Hex(p []byte) string {
+	sum := md5.Sum(p)
 	return hex.EncodeToString(sum[:])
 }
 

@@ -47,8 +47,31 @@ type sendResult struct {
 	SequenceNumber               string `json:"SequenceNumber,omitempty" xml:"SequenceNumber,omitempty"`
 }
 
-// validBodyChar is SQS's allowed character set.
+// validBody reports whether s is valid UTF-8 of SQS's allowed characters
+// (#x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to
+// #x10FFFF).
 func validBody(s string) bool {
+	i := 0
+	for i+8 <= len(s) {
+		if w := load64(s[i:]); (below(w, 0x20)|w)&highs != 0 {
+			break // a control character or not ASCII: look bytewise
+		}
+		i += 8
+	}
+	for ; i < len(s); i++ {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			return validRunes(s[i:])
+		}
+		if c < 0x20 && c != 0x9 && c != 0xA && c != 0xD {
+			return false
+		}
+	}
+	return true
+}
+
+// validRunes is validBody for text that is not all ASCII.
+func validRunes(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
 	}
@@ -215,7 +238,7 @@ func (q *queue) buildMessage(e *sendEntry) (*message.Message, sendResult, *apiEr
 		m.DeliverAt = now.Add(delay)
 		m.SetHeader(hdrSent, strconv.FormatInt(now.UnixMilli(), 10))
 	}
-	res.MD5OfMessageBody = md5Hex(body)
+	res.MD5OfMessageBody = md5Hex(m.Payload)
 	res.MD5OfMessageAttributes = md5OfAttributes(e.MessageAttributes)
 	res.MD5OfMessageSystemAttributes = md5OfAttributes(e.MessageSystemAttributes)
 	return m, res, nil
@@ -289,7 +312,7 @@ type msgOut struct {
 func (q *queue) render(d *broker.Delivery, handle string, count int, firstRecv time.Time, sys map[string]bool, attrFilter []string) msgOut {
 	m := d.Message
 	body := string(m.Payload)
-	out := msgOut{MessageID: m.ID, ReceiptHandle: handle, MD5OfBody: md5Hex(body), Body: body}
+	out := msgOut{MessageID: m.ID, ReceiptHandle: handle, MD5OfBody: md5Hex(m.Payload), Body: body}
 	if q.fifo {
 		out.MessageID = fifoMessageID(q.topic, m.ID)
 	}
@@ -304,7 +327,10 @@ func (q *queue) render(d *broker.Delivery, handle string, count int, firstRecv t
 		}
 	}
 	want := func(n string) bool { return sys["All"] || sys[n] }
-	a := attrMap{}
+	var a attrMap // every write below is guarded by want: none without sys
+	if len(sys) > 0 {
+		a = attrMap{}
+	}
 	if want("SenderId") {
 		a["SenderId"] = q.f.cfg.AccountID
 	}

@@ -51,11 +51,40 @@ func (q *queue) publish(ctx context.Context, msgs []*message.Message, res []*sen
 	return nil
 }
 
-func (f *Face) sendMessage(ctx context.Context, r *request) (any, *apiError) {
-	var in struct {
+// Inputs of the message operations (encoding/json tags; jsonin.go reads
+// them faster).
+type (
+	sendInput struct {
 		QueueURL string `json:"QueueUrl"`
 		sendEntry
 	}
+	sendBatchInput struct {
+		QueueURL string      `json:"QueueUrl"`
+		Entries  []sendEntry `json:"Entries"`
+	}
+	receiveInput struct {
+		QueueURL                    string   `json:"QueueUrl"`
+		AttributeNames              []string `json:"AttributeNames"`
+		MessageSystemAttributeNames []string `json:"MessageSystemAttributeNames"`
+		MessageAttributeNames       []string `json:"MessageAttributeNames"`
+		MaxNumberOfMessages         *int     `json:"MaxNumberOfMessages"`
+		VisibilityTimeout           *int     `json:"VisibilityTimeout"`
+		WaitTimeSeconds             *int     `json:"WaitTimeSeconds"`
+		ReceiveRequestAttemptID     string   `json:"ReceiveRequestAttemptId"`
+	}
+	deleteInput struct {
+		QueueURL      string `json:"QueueUrl"`
+		ReceiptHandle string `json:"ReceiptHandle"`
+	}
+	// batchInput is DeleteMessageBatch's and ChangeMessageVisibilityBatch's.
+	batchInput struct {
+		QueueURL string       `json:"QueueUrl"`
+		Entries  []batchEntry `json:"Entries"`
+	}
+)
+
+func (f *Face) sendMessage(ctx context.Context, r *request) (any, *apiError) {
+	var in sendInput
 	if aerr := r.decode(&in); aerr != nil {
 		return nil, aerr
 	}
@@ -106,10 +135,7 @@ func checkBatchIDs(ids []string) *apiError {
 }
 
 func (f *Face) sendMessageBatch(ctx context.Context, r *request) (any, *apiError) {
-	var in struct {
-		QueueURL string      `json:"QueueUrl"`
-		Entries  []sendEntry `json:"Entries"`
-	}
+	var in sendBatchInput
 	if aerr := r.decode(&in); aerr != nil {
 		return nil, aerr
 	}
@@ -170,16 +196,7 @@ type receiveResult struct {
 }
 
 func (f *Face) receiveMessage(ctx context.Context, r *request) (any, *apiError) {
-	var in struct {
-		QueueURL                    string   `json:"QueueUrl"`
-		AttributeNames              []string `json:"AttributeNames"`
-		MessageSystemAttributeNames []string `json:"MessageSystemAttributeNames"`
-		MessageAttributeNames       []string `json:"MessageAttributeNames"`
-		MaxNumberOfMessages         *int     `json:"MaxNumberOfMessages"`
-		VisibilityTimeout           *int     `json:"VisibilityTimeout"`
-		WaitTimeSeconds             *int     `json:"WaitTimeSeconds"`
-		ReceiveRequestAttemptID     string   `json:"ReceiveRequestAttemptId"`
-	}
+	var in receiveInput
 	if aerr := r.decode(&in); aerr != nil {
 		return nil, aerr
 	}
@@ -267,10 +284,7 @@ func (f *Face) receiveMessage(ctx context.Context, r *request) (any, *apiError) 
 }
 
 func (f *Face) deleteMessage(ctx context.Context, r *request) (any, *apiError) {
-	var in struct {
-		QueueURL      string `json:"QueueUrl"`
-		ReceiptHandle string `json:"ReceiptHandle"`
-	}
+	var in deleteInput
 	if aerr := r.decode(&in); aerr != nil {
 		return nil, aerr
 	}
@@ -306,10 +320,7 @@ type visibilityBatchResult struct {
 
 // eachEntry decodes a batch of receipt-handle entries and runs fn per entry.
 func (f *Face) eachEntry(r *request, fn func(q *queue, e batchEntry) *apiError) (ok []idResult, failed []batchFailure, aerr *apiError) {
-	var in struct {
-		QueueURL string       `json:"QueueUrl"`
-		Entries  []batchEntry `json:"Entries"`
-	}
+	var in batchInput
 	if aerr := r.decode(&in); aerr != nil {
 		return nil, nil, aerr
 	}

@@ -25,6 +25,8 @@ type queue struct {
 	name  string
 	topic string
 	fifo  bool
+	// handlePrefix starts the queue's receipt handles: "SB1.<base64url(name)>.".
+	handlePrefix string
 
 	mu      sync.Mutex
 	meta    queueMeta
@@ -60,6 +62,7 @@ func newQueue(f *Face, m queueMeta) *queue {
 		f: f, name: m.Name, topic: f.cfg.TopicPrefix + m.Name, fifo: strings.HasSuffix(m.Name, fifoSuffix),
 		meta: m, handles: map[string]*held{}, phantom: map[uint64]int{}, recv: map[uint64]*recvInfo{}, attempt: map[string]attempt{},
 	}
+	q.handlePrefix = "SB1." + handleEnc.EncodeToString([]byte(m.Name)) + "."
 	q.attrs = f.parseAttrs(m.Attributes)
 	return q
 }
