@@ -58,7 +58,7 @@ func staleCases(memory bool) []staleCase {
 		out = append(out, staleCase{name: "memory"})
 	}
 	for _, sc := range versionStores {
-		out = append(out, staleCase{sc.name, sc.open})
+		out = append(out, staleCase(sc))
 	}
 	return out
 }
