@@ -176,32 +176,60 @@ func retryableError(err error, notSent bool) bool {
 type sendTrace struct {
 	getConn atomic.Bool // the Transport started looking for a connection
 	gotConn atomic.Bool // the request got a connection: it may have been written
+	trace   httptrace.ClientTrace
 }
+
+func newSendTrace() any {
+	st := &sendTrace{}
+	st.trace.GetConn = func(string) { st.getConn.Store(true) }
+	st.trace.GotConn = func(httptrace.GotConnInfo) { st.gotConn.Store(true) }
+	return st
+}
+
+// sendTraces keeps sendTraces with their hooks between attempts: an
+// attempt would otherwise allocate the trace, its hooks and their state.
+var sendTraces = sync.Pool{New: newSendTrace}
 
 // try makes one attempt. notSent reports that the request provably did not
 // leave the client: the Transport looked for a connection and never got
 // one, or the error is a dial error. GotConn is called by the Transport in
 // the goroutine of RoundTrip before it writes anything, and a unary
 // connect call returns only after RoundTrip has, so the flags are final
-// when next returns.
+// when next returns (and the trace is no longer used: it can serve another
+// attempt, unless a ConnectTimeout timer may still read it, or the
+// caller's own ClientTrace was composed into it).
 func (ci *ClientInterceptor) try(ctx context.Context, next connect.UnaryFunc, req connect.AnyRequest, addr string) (res connect.AnyResponse, notSent bool, err error) {
-	var st sendTrace
-	actx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		GetConn: func(string) { st.getConn.Store(true) },
-		GotConn: func(httptrace.GotConnInfo) { st.gotConn.Store(true) },
-	})
+	var st *sendTrace
+	reuse := httptrace.ContextClientTrace(ctx) == nil
+	if reuse {
+		st = sendTraces.Get().(*sendTrace)
+		st.getConn.Store(false)
+		st.gotConn.Store(false)
+	} else {
+		st = newSendTrace().(*sendTrace)
+	}
+	actx := httptrace.WithClientTrace(ctx, &st.trace)
 	var connectTimedOut atomic.Bool
 	if d := ci.cfg.ConnectTimeout; d > 0 {
 		var cancel context.CancelCauseFunc
 		actx, cancel = context.WithCancelCause(actx)
-		defer cancel(nil)
 		timer := time.AfterFunc(d, func() {
 			if !st.gotConn.Load() {
 				connectTimedOut.Store(true)
 				cancel(errNoConnection)
 			}
 		})
-		defer timer.Stop()
+		defer func() {
+			if !timer.Stop() {
+				reuse = false // the timer's func has run or is running
+			}
+			cancel(nil)
+			if reuse {
+				sendTraces.Put(st)
+			}
+		}()
+	} else if reuse {
+		defer sendTraces.Put(st)
 	}
 	res, err = next(actx, req)
 	if err == nil {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/vanguard"
@@ -32,8 +31,7 @@ func badJSON(err error) error {
 	if err == nil {
 		return nil
 	}
-	msg := strings.TrimPrefix(err.Error(), "proto: ")
-	return connect.NewError(connect.CodeInvalidArgument, errors.New("invalid JSON body: "+msg))
+	return connect.NewError(connect.CodeInvalidArgument, errors.New("invalid JSON body: "+trimProto(err)))
 }
 
 // Unmarshal parses JSON strictly.

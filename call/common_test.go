@@ -79,11 +79,14 @@ func serve(t *testing.T, srv *call.Server) string {
 	return "http://" + ln.Addr().String()
 }
 
-// do sends a request and returns status, content type and body.
-func do(t *testing.T, method, url, ctype, body string, hdr ...string) (int, string, string) {
+// newRequest builds a request with a 20 s deadline, ctype as its
+// Content-Type (when set) and hdr as header name/value pairs.
+func newRequest(t *testing.T, method, url, ctype, body string, hdr ...string) (*http.Request, context.CancelFunc) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	if ctype != "" {
@@ -92,8 +95,15 @@ func do(t *testing.T, method, url, ctype, body string, hdr ...string) (int, stri
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	return req, cancel
+}
+
+// do sends a request and returns status, content type and body.
+func do(t *testing.T, method, url, ctype, body string, hdr ...string) (int, string, string) {
+	t.Helper()
+	req, cancel := newRequest(t, method, url, ctype, body, hdr...)
 	defer cancel()
+	ctx := req.Context()
 	res, err := http.DefaultClient.Do(req.WithContext(ctx))
 	if err != nil {
 		t.Fatal(err)

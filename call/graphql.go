@@ -35,9 +35,10 @@ type GraphQLLimits struct {
 var DefaultGraphQLLimits = GraphQLLimits{MaxDepth: 10, MaxCost: 1000, ListSize: 10, CallCost: 10}
 
 type graphqlHandler struct {
-	s      *Server
-	schema graphql.Schema
-	limits GraphQLLimits
+	s        *Server
+	schema   graphql.Schema
+	limits   GraphQLLimits
+	prepared *preparedCache // accepted operations (graphql_cache.go)
 }
 
 func newGraphQLHandler(s *Server) (*graphqlHandler, error) {
@@ -55,7 +56,7 @@ func newGraphQLHandler(s *Server) (*graphqlHandler, error) {
 	if l.CallCost < 0 {
 		l.CallCost = 0
 	}
-	g := &graphqlHandler{s: s, limits: l}
+	g := &graphqlHandler{s: s, limits: l, prepared: newPreparedCache()}
 	schema, err := buildSchema(s, g)
 	if err != nil {
 		return nil, err
@@ -102,9 +103,23 @@ type prepared struct {
 	opType string // "query", "mutation", "subscription"
 }
 
-// prepare parses, validates and measures a request. The errors it returns
-// are request errors: nothing was called.
+// prepare parses, validates and measures a request, or finds the operation
+// it accepted before for the same query and operation name. The errors it
+// returns are request errors: nothing was called.
 func (g *graphqlHandler) prepare(req *gqlRequest) (*prepared, []gqlerrors.FormattedError) {
+	k := preparedKey{req.Query, req.OperationName}
+	if p := g.prepared.get(k); p != nil {
+		return p, nil
+	}
+	p, errs := g.check(req)
+	if errs == nil {
+		g.prepared.put(k, p)
+	}
+	return p, errs
+}
+
+// check parses, validates and measures a request.
+func (g *graphqlHandler) check(req *gqlRequest) (*prepared, []gqlerrors.FormattedError) {
 	if strings.TrimSpace(req.Query) == "" {
 		return nil, []gqlerrors.FormattedError{formatted(newGQLError(GraphQLBadRequest, "the request has no query"))}
 	}
@@ -259,7 +274,7 @@ func headersFrom(ctx context.Context) http.Header {
 
 func (g *graphqlHandler) resolveFn(m *method) graphql.FieldResolveFn {
 	return func(p graphql.ResolveParams) (any, error) {
-		req, err := newMessage(m.desc.Input(), p.Args)
+		req, err := newMessage(m.in, p.Args)
 		if err != nil {
 			return nil, toGQLError(err)
 		}
@@ -277,7 +292,7 @@ func (g *graphqlHandler) resolveFn(m *method) graphql.FieldResolveFn {
 
 func (g *graphqlHandler) subscribeFn(m *method) graphql.FieldResolveFn {
 	return func(p graphql.ResolveParams) (any, error) {
-		req, err := newMessage(m.desc.Input(), p.Args)
+		req, err := newMessage(m.in, p.Args)
 		if err != nil {
 			return nil, toGQLError(err)
 		}
@@ -292,7 +307,7 @@ func (g *graphqlHandler) subscribeFn(m *method) graphql.FieldResolveFn {
 			defer stream.Close()
 			for stream.Receive() {
 				var ev any
-				v, err := messageValue(stream.Msg())
+				v, err := messageValue(stream.Msg().Message)
 				if err != nil {
 					ev = toGQLError(err)
 				} else {

@@ -3,7 +3,10 @@ package call_test
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -225,4 +228,52 @@ func TestGraphQLWSProtocolErrors(t *testing.T) {
 	if websocket.CloseStatus(err) != 4401 {
 		t.Errorf("subscribe before init: %v, want close 4401", err)
 	}
+}
+
+// A query sent again is answered from the kept operation: with its own
+// variables and operation name, and as many times at once as asked.
+func TestGraphQLPreparedReuse(t *testing.T) {
+	f := newFixture(t)
+	f.charge(t)
+	f.charge(t)
+	post := func(query, op string, vars map[string]any) (int, string, error) {
+		b, _ := json.Marshal(map[string]any{"query": query, "operationName": op, "variables": vars})
+		res, err := http.Post(f.base+"/graphql", "application/json", strings.NewReader(string(b)))
+		if err != nil {
+			return 0, "", err
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		return res.StatusCode, string(body), err
+	}
+	doc := `query A($id: String) { payments_v1_GetCharge(id: $id) { charge { id } } } query B { payments_v1_GetCharge(id: "ch_2") { charge { id tags } } }`
+	for range 2 {
+		for _, c := range []struct{ op, id, want string }{{"A", "ch_1", `"id":"ch_1"}`}, {"A", "ch_2", `"id":"ch_2"}`}, {"B", "", `"tags":["a","b"]`}} {
+			st, body, err := post(doc, c.op, map[string]any{"id": c.id})
+			if err != nil || st != 200 || !strings.Contains(body, c.want) {
+				t.Errorf("%s(%s): %d %s %v", c.op, c.id, st, body, err)
+			}
+		}
+		if _, body, _ := post(doc, "C", nil); !strings.Contains(body, call.GraphQLBadRequest) {
+			t.Errorf("unknown operation: %s", body)
+		}
+	}
+	limited := newFixture(t, call.WithGraphQLLimits(call.GraphQLLimits{MaxDepth: 2}))
+	for range 2 {
+		if _, out := gql(t, limited, `{ payments_v1_GetCharge(id: "ch_1") { charge { amount { currency } } } }`, nil); errCode(out) != call.GraphQLTooDeep {
+			t.Errorf("too deep, again: %s", js(out))
+		}
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, body, err := post(`{ payments_v1_GetCharge(id: "ch_1") { charge { id tags } } }`, "", nil)
+			if err != nil || st != 200 || !strings.Contains(body, `"id":"ch_1"`) {
+				t.Errorf("concurrent: %d %s %v", st, body, err)
+			}
+		}()
+	}
+	wg.Wait()
 }

@@ -8,35 +8,43 @@ import (
 	"sync"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/dynamicpb"
 )
 
 // invoker calls the methods of one mounted service in process, through its
-// connect handler (Connect protocol, binary protobuf), with dynamic
-// messages. GraphQL and SOAP use it, so they reach the handler exactly as a
-// Connect client would: the handler's interceptors, deadlines and error
-// codes apply unchanged.
+// connect handler (Connect protocol, binary protobuf), with messages of the
+// methods' types (generated or dynamic: see messageType). GraphQL and SOAP
+// use it, so they reach the handler exactly as a Connect client would: the
+// handler's interceptors, deadlines and error codes apply unchanged.
 type invoker struct {
-	clients map[protoreflect.Name]*connect.Client[dynamicpb.Message, dynamicpb.Message]
+	clients map[protoreflect.Name]*connect.Client[anyMessage, anyMessage]
 }
+
+// anyMessage carries a message of any type through a connect client: it is
+// a proto.Message by its embedded one.
+type anyMessage struct{ proto.Message }
 
 // inprocBase is the base URL of in-process calls; no socket is opened.
 const inprocBase = "http://call.inprocess"
 
 func newInvoker(svc *service) *invoker {
-	hc := &http.Client{Transport: inprocTransport{h: svc.handler}}
-	inv := &invoker{clients: map[protoreflect.Name]*connect.Client[dynamicpb.Message, dynamicpb.Message]{}}
+	hc := &http.Client{Transport: inprocTransport{h: svc.guard}}
+	inv := &invoker{clients: map[protoreflect.Name]*connect.Client[anyMessage, anyMessage]{}}
 	for _, m := range svc.methods {
-		md := m.desc
-		inv.clients[md.Name()] = connect.NewClient[dynamicpb.Message, dynamicpb.Message](hc, inprocBase+m.procedure,
+		md, out := m.desc, m.out
+		inv.clients[md.Name()] = connect.NewClient[anyMessage, anyMessage](hc, inprocBase+m.procedure,
 			connect.WithSchema(md),
+			// Nothing crosses a network: a gzipped response would only be
+			// compressed and decompressed in this process (the most
+			// expensive part of a call).
+			connect.WithAcceptCompression("gzip", nil, nil),
 			connect.WithResponseInitializer(func(_ connect.Spec, msg any) error {
-				dm, ok := msg.(*dynamicpb.Message)
+				am, ok := msg.(*anyMessage)
 				if !ok {
-					return errors.New("call: response is not a dynamic message")
+					return errors.New("call: unexpected response holder")
 				}
-				*dm = *dynamicpb.NewMessage(md.Output())
+				am.Message = out.New().Interface()
 				return nil
 			}),
 		)
@@ -45,8 +53,8 @@ func newInvoker(svc *service) *invoker {
 }
 
 // unary calls a unary method.
-func (inv *invoker) unary(ctx context.Context, md protoreflect.MethodDescriptor, req *dynamicpb.Message, hdr http.Header) (*dynamicpb.Message, error) {
-	r := connect.NewRequest(req)
+func (inv *invoker) unary(ctx context.Context, md protoreflect.MethodDescriptor, req proto.Message, hdr http.Header) (proto.Message, error) {
+	r := connect.NewRequest(&anyMessage{req})
 	for k, v := range hdr {
 		r.Header()[k] = v
 	}
@@ -54,12 +62,12 @@ func (inv *invoker) unary(ctx context.Context, md protoreflect.MethodDescriptor,
 	if err != nil {
 		return nil, err
 	}
-	return res.Msg, nil
+	return res.Msg.Message, nil
 }
 
 // serverStream opens a server-streaming call.
-func (inv *invoker) serverStream(ctx context.Context, md protoreflect.MethodDescriptor, req *dynamicpb.Message, hdr http.Header) (*connect.ServerStreamForClient[dynamicpb.Message], error) {
-	r := connect.NewRequest(req)
+func (inv *invoker) serverStream(ctx context.Context, md protoreflect.MethodDescriptor, req proto.Message, hdr http.Header) (*connect.ServerStreamForClient[anyMessage], error) {
+	r := connect.NewRequest(&anyMessage{req})
 	for k, v := range hdr {
 		r.Header()[k] = v
 	}
@@ -83,7 +91,7 @@ func (t inprocTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	go func() {
 		defer func() {
 			// A handler that aborts its response (http.ErrAbortHandler, as
-			// recoverPanics does after a late panic) cuts the response off,
+			// the guard does after a late panic) cuts the response off,
 			// as a server closes the connection: there is no process-wide
 			// recovery for this goroutine.
 			if p := recover(); p != nil {

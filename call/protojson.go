@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/dynamicpb"
 )
 
@@ -30,10 +33,22 @@ func isWKT(md protoreflect.MessageDescriptor) bool {
 	return md.ParentFile() != nil && md.ParentFile().Package() == "google.protobuf" && md.FullName() != "google.protobuf.Empty"
 }
 
-// newMessage builds a request from a JSON-shaped value (maps as entry
-// lists).
-func newMessage(md protoreflect.MessageDescriptor, v map[string]any) (*dynamicpb.Message, error) {
-	msg := dynamicpb.NewMessage(md)
+// messageType is the type GraphQL, SOAP and topic calls build messages of
+// md with: the generated one when it is registered for this very
+// descriptor (reflection on generated messages, and their encoding and
+// decoding, are several times faster), else a dynamic message type.
+func messageType(md protoreflect.MessageDescriptor) protoreflect.MessageType {
+	if mt, err := protoregistry.GlobalTypes.FindMessageByName(md.FullName()); err == nil && mt.Descriptor() == md {
+		return mt
+	}
+	return dynamicpb.NewMessageType(md)
+}
+
+// newMessage builds a request of type mt from a JSON-shaped value (maps as
+// entry lists).
+func newMessage(mt protoreflect.MessageType, v map[string]any) (proto.Message, error) {
+	msg := mt.New().Interface()
+	md := mt.Descriptor()
 	if len(v) == 0 {
 		return msg, nil
 	}
@@ -47,23 +62,43 @@ func newMessage(md protoreflect.MessageDescriptor, v map[string]any) (*dynamicpb
 	return msg, nil
 }
 
-// messageValue prints a message as a JSON-shaped value (maps as entry lists).
-func messageValue(msg *dynamicpb.Message) (map[string]any, error) {
+// messageValue prints a message as a JSON-shaped value (maps as entry
+// lists): directly (objectValue, protovalue.go) when it can, else through
+// protojson and encoding/json.
+func messageValue(msg proto.Message) (map[string]any, error) {
+	if v, ok := objectValue(msg.ProtoReflect()); ok {
+		return v, nil
+	}
+	return printedMessageValue(msg)
+}
+
+// printedMessageValue prints a message as a JSON-shaped value through
+// protojson and encoding/json.
+func printedMessageValue(msg proto.Message) (map[string]any, error) {
+	md := msg.ProtoReflect().Descriptor()
 	data, err := marshalAll.Marshal(msg)
 	if err != nil {
-		return nil, fmt.Errorf("call: print %s: %w", msg.Descriptor().FullName(), err)
+		return nil, fmt.Errorf("call: print %s: %w", md.FullName(), err)
 	}
 	var v map[string]any
 	if err := json.Unmarshal(data, &v); err != nil {
 		return nil, err
 	}
-	return objectsToEntries(msg.Descriptor(), v), nil
+	return objectsToEntries(md, v), nil
 }
 
+// trimProto returns an error's message without protobuf-go's "proto:"
+// prefix, which it follows with either a space or a no-break space (chosen
+// per binary, so that no one matches its messages exactly).
 func trimProto(err error) string {
 	s := err.Error()
-	if len(s) > 7 && s[:7] == "proto: " {
-		return s[7:]
+	if rest, ok := strings.CutPrefix(s, "proto:"); ok {
+		if rest, ok := strings.CutPrefix(rest, " "); ok {
+			return rest
+		}
+		if rest, ok := strings.CutPrefix(rest, "\u00a0"); ok {
+			return rest
+		}
 	}
 	return s
 }

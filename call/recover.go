@@ -1,6 +1,7 @@
 package call
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,33 +16,64 @@ import (
 // the server's log only.
 var errPanic = errors.New("internal error (see the server log)")
 
-// recoverPanics turns a panic of a mounted handler into an Internal error
-// written in the request's protocol (gRPC, gRPC-Web or Connect, as the
-// handler was called: vanguard, GraphQL, SOAP and ServeTopic call it the
-// same way, so every protocol maps the same error), and logs the panic
-// with its stack. A panic after the response has started cannot be
-// answered: the response is aborted (http.ErrAbortHandler), which the
-// net/http server, the in-process transport and ServeTopic all handle.
-func (s *Server) recoverPanics(h http.Handler) http.Handler {
-	ew := connect.NewErrorWriter()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ww := watch(w)
-		defer func() {
-			p := recover()
-			if p == nil {
-				return
-			}
-			if p == http.ErrAbortHandler {
-				panic(p)
-			}
-			s.cfg.logger.Error("call: handler panic", "procedure", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-			if ww.started() {
-				panic(http.ErrAbortHandler)
-			}
-			_ = ew.Write(w, r, connect.NewError(connect.CodeInternal, errPanic))
-		}()
-		h.ServeHTTP(ww, r)
-	})
+// guard is a mounted service's handler as every protocol reaches it:
+// behind the server's default deadline and panic recovery.
+//
+// A unary call that arrives without a deadline (no Grpc-Timeout or
+// Connect-Timeout-Ms header, and no deadline on its context: every REST,
+// GraphQL and SOAP call) gets the server's default timeout. Vanguard hands
+// REST calls to the handler at their RPC path, so one guard covers every
+// protocol.
+//
+// A panic of the handler becomes an Internal error written in the
+// request's protocol (gRPC, gRPC-Web or Connect, as the handler was
+// called: vanguard, GraphQL, SOAP and ServeTopic call it the same way, so
+// every protocol maps the same error), and is logged with its stack. A
+// panic after the response has started cannot be answered: the response is
+// aborted (http.ErrAbortHandler), which the net/http server, the
+// in-process transport and ServeTopic all handle.
+type guard struct {
+	s  *Server
+	h  http.Handler
+	ew *connect.ErrorWriter
+}
+
+func newGuard(s *Server, h http.Handler) *guard {
+	return &guard{s: s, h: h, ew: connect.NewErrorWriter()}
+}
+
+// ServeHTTP serves a call of any method of the service (or of none).
+func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.serve(w, r, g.s.byProc[r.URL.Path])
+}
+
+// serve serves a call of m (nil: not a method of the service). Headers are
+// read by their canonical keys, as Header.Get would.
+func (g *guard) serve(w http.ResponseWriter, r *http.Request, m *method) {
+	ww := watch(w)
+	defer func() {
+		p := recover()
+		if p == nil {
+			return
+		}
+		if p == http.ErrAbortHandler {
+			panic(p)
+		}
+		g.s.cfg.logger.Error("call: handler panic", "procedure", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		if ww.started() {
+			panic(http.ErrAbortHandler)
+		}
+		_ = g.ew.Write(w, r, connect.NewError(connect.CodeInternal, errPanic))
+	}()
+	if d := g.s.cfg.defaultTimeout; d > 0 && m != nil && !m.streaming() &&
+		first(r.Header["Grpc-Timeout"]) == "" && first(r.Header["Connect-Timeout-Ms"]) == "" {
+		if _, ok := r.Context().Deadline(); !ok {
+			ctx, cancel := context.WithTimeout(r.Context(), d)
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
+	}
+	g.h.ServeHTTP(ww, r)
 }
 
 // watchedWriter reports whether a response has started.
@@ -53,11 +85,10 @@ type watchedWriter interface {
 // watch wraps w, keeping http.Flusher only if w has it (connect checks
 // for it to serve streams) and Unwrap for http.ResponseController.
 func watch(w http.ResponseWriter) watchedWriter {
-	ww := &watchWriter{ResponseWriter: w}
 	if _, ok := w.(http.Flusher); ok {
-		return &flushWatchWriter{ww}
+		return &flushWatchWriter{watchWriter{ResponseWriter: w}}
 	}
-	return ww
+	return &watchWriter{ResponseWriter: w}
 }
 
 type watchWriter struct {
@@ -73,7 +104,8 @@ func (w *watchWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *watchWriter) started() bool { return w.wrote }
 
-type flushWatchWriter struct{ *watchWriter }
+// flushWatchWriter holds its watchWriter by value: one allocation per call.
+type flushWatchWriter struct{ watchWriter }
 
 func (w *flushWatchWriter) Flush() {
 	w.wrote = true
@@ -89,6 +121,9 @@ func (w *flushWatchWriter) Flush() {
 func (s *Server) unknownMethod(next http.Handler) http.Handler {
 	ew := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ew, ok := w.(*edgeWriter); ok {
+			ew.bypass(r)
+		}
 		var svc *service
 		for _, sv := range s.services {
 			if strings.HasPrefix(r.URL.Path, sv.path) {
@@ -119,7 +154,7 @@ func methodNames(svc *service) string {
 }
 
 // serveRecovered runs h and reports whether it aborted its response (a
-// panic that recoverPanics could not answer, or http.ErrAbortHandler).
+// panic that the guard could not answer, or http.ErrAbortHandler).
 func serveRecovered(h http.Handler, w http.ResponseWriter, r *http.Request) (aborted bool) {
 	defer func() {
 		if p := recover(); p != nil {

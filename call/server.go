@@ -26,6 +26,7 @@ type Server struct {
 	cfg      config
 	services []*service
 	byProc   map[string]*method // "/pkg.Svc/Method" → method
+	direct   map[string]*method // byProc entries the fast path may serve (passthrough.go)
 	health   *grpchealth.StaticChecker
 	handler  http.Handler
 	gql      *graphqlHandler
@@ -35,7 +36,7 @@ type Server struct {
 type service struct {
 	desc    protoreflect.ServiceDescriptor
 	path    string // "/pkg.Svc/"
-	handler http.Handler
+	guard   *guard // the connect handler behind the default deadline and recovery
 	invoker *invoker
 	methods []*method
 }
@@ -44,7 +45,8 @@ type service struct {
 type method struct {
 	svc       *service
 	desc      protoreflect.MethodDescriptor
-	procedure string // "/pkg.Svc/Method"
+	procedure string                   // "/pkg.Svc/Method"
+	in, out   protoreflect.MessageType // request and response (messageType)
 }
 
 func (m *method) streaming() bool { return m.desc.IsStreamingClient() || m.desc.IsStreamingServer() }
@@ -180,17 +182,18 @@ func NewServer(opts ...Option) (*Server, error) {
 		if !ok {
 			return nil, fmt.Errorf("call: %q is not a service", name)
 		}
-		svc := &service{desc: sd, path: e.path, handler: s.recoverPanics(s.withDeadline(e.handler))}
+		svc := &service{desc: sd, path: e.path, guard: newGuard(s, e.handler)}
 		for i := 0; i < sd.Methods().Len(); i++ {
 			md := sd.Methods().Get(i)
-			m := &method{svc: svc, desc: md, procedure: "/" + string(sd.FullName()) + "/" + string(md.Name())}
+			m := &method{svc: svc, desc: md, procedure: "/" + string(sd.FullName()) + "/" + string(md.Name()),
+				in: messageType(md.Input()), out: messageType(md.Output())}
 			svc.methods = append(svc.methods, m)
 			s.byProc[m.procedure] = m
 		}
 		svc.invoker = newInvoker(svc)
 		s.services = append(s.services, svc)
 		names = append(names, name)
-		vsvcs = append(vsvcs, vanguard.NewService(e.path, svc.handler, vanguard.WithTargetCodecs(vanguard.CodecProto)))
+		vsvcs = append(vsvcs, vanguard.NewService(e.path, svc.guard, vanguard.WithTargetCodecs(vanguard.CodecProto)))
 	}
 	sort.Strings(names)
 
@@ -226,11 +229,19 @@ func NewServer(opts ...Option) (*Server, error) {
 		mux.Handle(r.pattern, r.handler)
 	}
 	s.handler = mux
+	s.direct = directProcedures(mux, s.byProc, c.routes)
 	return s, nil
 }
 
-// ServeHTTP serves every protocol.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+// ServeHTTP serves every protocol. gRPC, gRPC-Web and Connect calls in
+// binary protobuf go straight to their service's handler (passthrough.go).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if m := s.passThrough(r, s.direct); m != nil {
+		m.svc.guard.serve(w, r, m)
+		return
+	}
+	s.handler.ServeHTTP(w, r)
+}
 
 // SetServing sets the gRPC health status of every service (and of the
 // server, ""). A Server starts serving.
@@ -245,38 +256,25 @@ func (s *Server) SetServing(ok bool) {
 	}
 }
 
-// withDeadline applies the server's default timeout to unary calls that
-// arrive without one. Vanguard hands REST calls to the handler at their RPC
-// path, so one wrapper covers every protocol.
-func (s *Server) withDeadline(h http.Handler) http.Handler {
-	d := s.cfg.defaultTimeout
-	if d <= 0 {
-		return h
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		m := s.byProc[r.URL.Path]
-		if m == nil || m.streaming() || r.Header.Get("Grpc-Timeout") != "" || r.Header.Get("Connect-Timeout-Ms") != "" {
-			h.ServeHTTP(w, r)
-			return
-		}
-		if _, ok := r.Context().Deadline(); ok {
-			h.ServeHTTP(w, r)
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), d)
-		defer cancel()
-		h.ServeHTTP(w, r.WithContext(ctx))
-	})
-}
-
 // restDefaults limits REST bodies and lets `curl -d` (a form content type)
 // reach the JSON routes, including the default POST /pkg.Svc/Method route
-// (the Connect protocol's unary JSON call) of unannotated methods.
+// (the Connect protocol's unary JSON call) of unannotated methods. It is
+// the catch-all route: gRPC, gRPC-Web and Connect calls that the transcoder
+// would pass through unchanged go straight to their handler, and REST and
+// Connect unary responses are compressed at the edge (compress.go).
 func (s *Server) restDefaults(next http.Handler) http.Handler {
 	limit := s.cfg.maxBodyBytes
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isRPC(r) {
-			next.ServeHTTP(w, r)
+			if m := s.passThrough(r, s.byProc); m != nil {
+				m.svc.guard.serve(w, r, m)
+				return
+			}
+			if ct := first(r.Header["Content-Type"]); strings.HasPrefix(ct, "application/grpc") || strings.HasPrefix(ct, "application/connect+") {
+				next.ServeHTTP(w, r) // compressed per message, by the handler
+				return
+			}
+			serveEdge(next, w, r, false) // Connect unary
 			return
 		}
 		if r.ContentLength > limit {
@@ -293,19 +291,20 @@ func (s *Server) restDefaults(next http.Handler) http.Handler {
 		if m := s.byProc[r.URL.Path]; m != nil && r.Method == http.MethodPost && !m.streaming() {
 			// The default route of a method: a Connect unary JSON call.
 			r.Header.Set("Connect-Protocol-Version", "1")
-			next.ServeHTTP(w, r)
+			serveEdge(next, w, r, false)
 			return
 		}
-		next.ServeHTTP(&jsonErrors{ResponseWriter: w}, r)
+		serveEdge(next, w, r, true)
 	})
 }
 
 // isRPC tells gRPC, gRPC-Web and Connect streaming requests from REST ones.
+// (Headers are read by their canonical keys, as Header.Get would.)
 func isRPC(r *http.Request) bool {
-	ct := r.Header.Get("Content-Type")
+	ct := first(r.Header["Content-Type"])
 	return strings.HasPrefix(ct, "application/grpc") ||
 		strings.HasPrefix(ct, "application/connect+") ||
-		r.Header.Get("Connect-Protocol-Version") != ""
+		first(r.Header["Connect-Protocol-Version"]) != ""
 }
 
 // Serve serves on ln until ctx is done, then shuts down gracefully (at most
@@ -341,22 +340,3 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
 	}
 	return s.Serve(ctx, ln)
 }
-
-// jsonErrors labels REST error bodies as JSON: vanguard writes a JSON
-// google.rpc.Status but can leave the handler's application/proto type.
-type jsonErrors struct{ http.ResponseWriter }
-
-func (w *jsonErrors) WriteHeader(code int) {
-	if code >= 400 && w.Header().Get("Content-Type") == "application/proto" {
-		w.Header().Set("Content-Type", "application/json")
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *jsonErrors) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (w *jsonErrors) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -173,7 +173,7 @@ func (h *soapHandler) call(r *http.Request, svc *service, ver12 bool, action str
 	if err != nil {
 		return nil, err
 	}
-	req, err := newMessage(m.desc.Input(), val)
+	req, err := newMessage(m.in, val)
 	if err != nil {
 		return nil, err
 	}

@@ -16,7 +16,6 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/switchboard-dev/switchboard"
 	"github.com/switchboard-dev/switchboard/message"
@@ -222,7 +221,7 @@ func (s *Server) serveMessage(ctx context.Context, topic string, m *message.Mess
 	// handler binary protobuf): an unknown field is InvalidArgument.
 	payload := m.Payload
 	if ct == "application/json" {
-		in := dynamicpb.NewMessage(meth.desc.Input())
+		in := meth.in.New().Interface()
 		if len(bytes.TrimSpace(payload)) > 0 {
 			if err := unmarshalStrict.Unmarshal(payload, in); err != nil {
 				return errorReply(badJSON(err))
@@ -254,7 +253,7 @@ func (s *Server) serveMessage(ctx context.Context, topic string, m *message.Mess
 		req.Header.Set("Connect-Timeout-Ms", t)
 	}
 	rec := &recorder{header: http.Header{}}
-	if aborted := serveRecovered(meth.svc.handler, rec, req); aborted {
+	if aborted := serveRecovered(meth.svc.guard, rec, req); aborted {
 		return errorReply(connect.NewError(connect.CodeInternal, errPanic))
 	}
 	if rec.status == 0 {
@@ -262,7 +261,7 @@ func (s *Server) serveMessage(ctx context.Context, topic string, m *message.Mess
 	}
 	out := &message.Message{Payload: rec.body.Bytes(), ContentType: rec.header.Get("Content-Type")}
 	if rec.status == http.StatusOK && ct == "application/json" {
-		res := dynamicpb.NewMessage(meth.desc.Output())
+		res := meth.out.New().Interface()
 		if err := proto.Unmarshal(out.Payload, res); err != nil {
 			return errorReply(connect.NewError(connect.CodeInternal, fmt.Errorf("the response of %s does not decode: %w", name, err)))
 		}
