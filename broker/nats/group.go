@@ -28,6 +28,7 @@ type groupSub struct {
 	set    brokerutil.Settings
 	sem    chan struct{}
 	cancel context.CancelFunc
+	acks   ackQueue
 
 	mu       sync.Mutex
 	inflight map[*flight]struct{}
@@ -35,17 +36,14 @@ type groupSub struct {
 }
 
 // flight is the adapter's state of one delivery (broker.Delivery.Token).
+// Its fields other than msg are guarded by groupSub.mu.
 type flight struct {
 	msg    jetstream.Msg
-	done   chan struct{} // closed when settled or released
-	once   sync.Once
-	extend *time.Timer
-	// deadline is when the delivery stops counting (guarded by groupSub.mu).
+	extend *time.Timer // repeats InProgress for an Extend past AckWait
+	// deadline is when the delivery stops counting.
 	deadline time.Time
-}
-
-func (f *flight) finish() {
-	f.once.Do(func() { close(f.done) })
+	// finished is set when the delivery is settled or released.
+	finished bool
 }
 
 func (b *Broker) consumerConfig(ctx context.Context, stream, filter string, p *broker.SubscribeParams, set brokerutil.Settings) (jetstream.ConsumerConfig, error) {
@@ -125,6 +123,7 @@ func (b *Broker) subscribeGroup(ctx context.Context, p *broker.SubscribeParams) 
 		b: b, group: p.Group, topic: p.Topic, set: set, cancel: cancel,
 		sem:      make(chan struct{}, set.MaxInFlight),
 		inflight: map[*flight]struct{}{},
+		acks:     ackQueue{r: b.replies},
 	}
 	g.Sub = brokerutil.NewSub(g.release)
 	if err := b.track(g.Sub); err != nil {
@@ -143,107 +142,9 @@ func (b *Broker) subscribeGroup(ctx context.Context, p *broker.SubscribeParams) 
 	return g, nil
 }
 
-// fetchWait bounds one pull request; Close waits for the current one to
-// end so that no message is left delivered to a dead inbox.
-const fetchWait = 500 * time.Millisecond
-
-// loop pulls as many messages as the subscription has free slots, one pull
-// request at a time. Messages of the current request that are not handed out
-// because of Close are nak'ed when the request has ended (releaseLate), and
-// no pull request is made after Close.
-func (g *groupSub) loop(ctx context.Context, cons jetstream.Consumer) error {
-	failures := 0
-	for {
-		// Check Closing before and after taking a slot: when both are
-		// ready, select picks at random, and each pull made after Close
-		// would fetch the messages released by the previous one again,
-		// nak them again and so spend one of their attempts, until
-		// JetStream's MaxDeliver drops them for good.
-		if g.Closing() {
-			return nil
-		}
-		select {
-		case g.sem <- struct{}{}:
-		case <-ctx.Done():
-			return nil
-		}
-		if g.Closing() {
-			<-g.sem
-			return nil
-		}
-		n := 1
-		for n < cap(g.sem) {
-			select {
-			case g.sem <- struct{}{}:
-				n++
-				continue
-			default:
-			}
-			break
-		}
-		start := time.Now()
-		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
-		if err != nil {
-			for range n {
-				<-g.sem
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, natsgo.ErrConnectionClosed) {
-				return fmt.Errorf("%s: group %s on %s ended: %w", backendName, g.group, g.topic, err)
-			}
-			failures++
-			select { // transient (reconnecting): back off
-			case <-time.After(brokerutil.ReconnectBackoff(failures)):
-			case <-ctx.Done():
-				return nil
-			}
-			continue
-		}
-		failures = 0
-		used := 0
-		var late []jetstream.Msg // pulled after Close: released below
-		for m := range batch.Messages() {
-			if g.Closing() {
-				late = append(late, m)
-				continue
-			}
-			handed, release := g.handle(ctx, m)
-			if release {
-				late = append(late, m)
-			}
-			if !handed {
-				<-g.sem
-			}
-			used++
-		}
-		g.releaseLate(late, time.Since(start))
-		for ; used < n; used++ {
-			<-g.sem
-		}
-	}
-}
-
-// releaseLate naks the messages of a pull request that were not handed out
-// because the subscription closed. It runs once the request has ended: the
-// server answered it (fully served, or expired with a 408 status), so a
-// plain Nak cannot send them back to it. Only when the client gave up
-// waiting (fetchWait plus its own margin) may the server still hold the
-// request; then the nak is delayed past the request's expiry.
-func (g *groupSub) releaseLate(late []jetstream.Msg, took time.Duration) {
-	for _, m := range late {
-		if took > fetchWait+fetchWait/2 {
-			_ = m.NakWithDelay(fetchWait)
-		} else {
-			_ = m.Nak()
-		}
-	}
-}
-
 // handle turns m into a delivery, or settles it itself (expired, attempts
 // exhausted). It reports whether a delivery was handed out, and whether m
-// is to be released (nak'ed) when the pull request ends.
+// is to be released (nak'ed) once no pull request is outstanding (loop).
 func (g *groupSub) handle(ctx context.Context, m jetstream.Msg) (handed, release bool) {
 	md, err := m.Metadata()
 	if err != nil {
@@ -258,7 +159,7 @@ func (g *groupSub) handle(ctx context.Context, m jetstream.Msg) (handed, release
 		Redelivered: md.NumDelivered > 1,
 		Deadline:    time.Now().Add(g.set.AckDeadline),
 	}
-	f := &flight{msg: m, done: make(chan struct{}), deadline: info.Deadline}
+	f := &flight{msg: m, deadline: info.Deadline}
 	d := broker.NewDelivery(msg, info, g, f)
 	switch {
 	case msg.Header(message.HeaderReplayFor) != "" && msg.Header(message.HeaderReplayFor) != g.group:
@@ -290,20 +191,25 @@ func (g *groupSub) handle(ctx context.Context, m jetstream.Msg) (handed, release
 	return true, false
 }
 
-// forget drops f from the in-flight set and frees its slot.
-func (g *groupSub) forget(f *flight) bool {
+// forget drops f from the in-flight set and frees its slot. It reports
+// whether f was in flight, and its deadline.
+func (g *groupSub) forget(f *flight) (deadline time.Time, ok bool) {
 	g.mu.Lock()
-	_, ok := g.inflight[f]
+	_, ok = g.inflight[f]
 	delete(g.inflight, f)
+	ext := f.extend
+	if ok {
+		f.finished, f.extend = true, nil
+	}
+	deadline = f.deadline
 	g.mu.Unlock()
 	if ok {
-		f.finish()
-		if f.extend != nil {
-			f.extend.Stop()
+		if ext != nil {
+			ext.Stop()
 		}
 		<-g.sem
 	}
-	return ok
+	return deadline, ok
 }
 
 // release gives every unsettled delivery back to the group (Nak) when the
@@ -317,7 +223,7 @@ func (g *groupSub) release() {
 	}
 	g.mu.Unlock()
 	for _, f := range fs {
-		if g.forget(f) {
+		if _, ok := g.forget(f); ok {
 			_ = f.msg.Nak()
 		}
 	}
@@ -327,10 +233,8 @@ func (g *groupSub) release() {
 // closed (the delivery was released for redelivery).
 func (g *groupSub) settle(d *broker.Delivery, op string) (*flight, error) {
 	f := d.Token.(*flight)
-	g.mu.Lock()
-	deadline := f.deadline
-	g.mu.Unlock()
-	if !g.forget(f) {
+	deadline, ok := g.forget(f)
+	if !ok {
 		return nil, fmt.Errorf("%s of message %s: %w (the subscription was closed and the message released)", op, d.Message.ID, broker.ErrClosed)
 	}
 	if time.Now().After(deadline) {
@@ -340,17 +244,18 @@ func (g *groupSub) settle(d *broker.Delivery, op string) (*flight, error) {
 	return f, nil
 }
 
-// Ack implements broker.Acker.
+// Ack implements broker.Acker. It returns nil only once the server has
+// processed the ack, as jetstream's DoubleAck: a plain Ack is
+// fire-and-forget and can be lost when the subscription closes right after,
+// which would redeliver a message the caller was told is done. Acks sent
+// together share one confirmation (ack.go).
 func (g *groupSub) Ack(ctx context.Context, d *broker.Delivery) error {
 	f, err := g.settle(d, "ack")
 	if err != nil {
 		return err
 	}
-	// DoubleAck waits for the server to record the ack: a plain Ack is
-	// fire-and-forget and can be lost when the subscription closes right
-	// after, which would redeliver a message the caller was told is done.
-	if err := f.msg.DoubleAck(ctx); err != nil {
-		return g.b.opErr(ctx, "ack of "+d.Message.ID, err)
+	if err := g.acks.ack(ctx, f.msg); err != nil {
+		return g.ackErr(ctx, d.Message.ID, err)
 	}
 	return nil
 }
@@ -415,22 +320,27 @@ func (g *groupSub) Extend(ctx context.Context, d *broker.Delivery, by time.Durat
 	until := time.Now().Add(by)
 	step := g.set.AckDeadline / 2
 	var tick func()
+	// schedule arms the next InProgress unless f was settled meanwhile.
+	schedule := func() {
+		g.mu.Lock()
+		if !f.finished {
+			f.extend = time.AfterFunc(step, tick)
+		}
+		g.mu.Unlock()
+	}
 	tick = func() {
-		select {
-		case <-f.done:
+		g.mu.Lock()
+		finished := f.finished
+		g.mu.Unlock()
+		if finished {
 			return
-		default:
 		}
 		_ = f.msg.InProgress()
 		if time.Until(until) > g.set.AckDeadline {
-			g.mu.Lock()
-			f.extend = time.AfterFunc(step, tick)
-			g.mu.Unlock()
+			schedule()
 		}
 	}
-	g.mu.Lock()
-	f.extend = time.AfterFunc(step, tick)
-	g.mu.Unlock()
+	schedule()
 	return nil
 }
 

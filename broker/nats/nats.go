@@ -20,9 +20,14 @@
 //     = MaxAttempts + 1 (the extra delivery is the one the adapter turns
 //     into a dead letter when the last attempt missed its deadline), BackOff
 //     = AckDeadline + Backoff(n) per attempt, so a missed deadline is
-//     redelivered after the backoff. Nack uses NakWithDelay (the explicit
-//     delay, or Backoff(attempt)); Extend uses InProgress; Term and final
-//     failures publish to the dead-letter topic and then Term the message.
+//     redelivered after the backoff. A subscription pulls no more messages
+//     than it has free MaxInFlight slots, keeping a second pull request
+//     outstanding while the first one's messages are handed out (pull.go).
+//     Ack returns once the server has confirmed the ack, as DoubleAck; acks
+//     sent together share one confirmation (ack.go). Nack uses NakWithDelay
+//     (the explicit delay, or Backoff(attempt)); Extend uses InProgress;
+//     Term and final failures publish to the dead-letter topic and then
+//     Term the message.
 //   - Publish uses the JetStream publish with Nats-Msg-Id = "<topic>/<ID>",
 //     so the stream's duplicate window deduplicates per topic; PubAck.Duplicate is
 //     reported as MessageResult.Duplicate, PubAck.Sequence as Seq (the
@@ -42,6 +47,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -69,10 +75,12 @@ type Broker struct {
 	caps   broker.Capabilities
 
 	streams sync.Map // subject or pattern -> stream name
+	replies *replies // answers to publishes and ack confirmations
 
 	mu     sync.Mutex
 	subs   map[*brokerutil.Sub]struct{}
-	closed bool
+	closed bool        // guarded by mu
+	shut   atomic.Bool // closed, readable without mu
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -125,12 +133,25 @@ func Open(ctx context.Context, rawURL string) (*Broker, error) {
 	if d, ok := ctx.Deadline(); ok && time.Until(d) < cfg.dialTimeout {
 		cfg.dialTimeout = max(time.Until(d), time.Millisecond)
 	}
+	// Ack confirmations written before a reconnect may never be answered:
+	// fail them then (see ack.go).
+	var reps atomic.Pointer[replies]
 	nc, err := natsgo.Connect(server.String(),
 		natsgo.Name("switchboard"),
 		natsgo.Timeout(cfg.dialTimeout),
 		natsgo.MaxReconnects(-1),
 		natsgo.ReconnectWait(250*time.Millisecond),
 		natsgo.ReconnectJitter(250*time.Millisecond, time.Second),
+		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
+			if r := reps.Load(); r != nil {
+				r.failOrderedBefore(nc.Stats().Reconnects)
+			}
+		}),
+		natsgo.ClosedHandler(func(*natsgo.Conn) {
+			if r := reps.Load(); r != nil {
+				r.failAll(fmt.Errorf("%s: the connection closed: %w", backendName, broker.ErrClosed))
+			}
+		}),
 	)
 	if err != nil {
 		if errors.Is(err, natsgo.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization") {
@@ -152,7 +173,13 @@ func Open(ctx context.Context, rawURL string) (*Broker, error) {
 		}
 		return nil, brokerutil.Unreachable(backendName, cfg.addr, err)
 	}
-	b := &Broker{nc: nc, js: js, cfg: cfg, limits: message.DefaultLimits(), subs: map[*brokerutil.Sub]struct{}{}}
+	r, err := newReplies(nc)
+	if err != nil {
+		nc.Close()
+		return nil, brokerutil.Unreachable(backendName, cfg.addr, err)
+	}
+	reps.Store(r)
+	b := &Broker{nc: nc, js: js, replies: r, cfg: cfg, limits: message.DefaultLimits(), subs: map[*brokerutil.Sub]struct{}{}}
 	// The server's max_payload covers headers too: keep room for the
 	// largest header block Switchboard allows plus the envelope.
 	maxPayload := int(nc.MaxPayload()) - b.limits.MaxHeaderBytes - 2048
@@ -190,6 +217,7 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
+	b.shut.Store(true)
 	subs := make([]*brokerutil.Sub, 0, len(b.subs))
 	for s := range b.subs {
 		subs = append(subs, s)
@@ -198,12 +226,18 @@ func (b *Broker) Close() error {
 	for _, s := range subs {
 		_ = s.Close()
 	}
-	// Acks and naks are plain publishes: flush them to the server before
-	// the connection goes, or released messages would wait out AckWait.
-	_ = b.nc.FlushTimeout(5 * time.Second)
+	// Naks are plain publishes: flush them to the server before the
+	// connection goes, or released messages would wait out AckWait; and
+	// let the acks and publishes in flight get their answers.
+	start := time.Now()
+	_ = b.nc.FlushTimeout(closeWait)
+	b.replies.close(max(closeWait-time.Since(start), 0))
 	b.nc.Close()
 	return nil
 }
+
+// closeWait bounds how long Close waits for the server.
+const closeWait = 5 * time.Second
 
 func (b *Broker) track(s *brokerutil.Sub) error {
 	b.mu.Lock()
@@ -221,11 +255,7 @@ func (b *Broker) untrack(s *brokerutil.Sub) {
 	b.mu.Unlock()
 }
 
-func (b *Broker) isClosed() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.closed
-}
+func (b *Broker) isClosed() bool { return b.shut.Load() }
 
 // subject maps a topic or pattern to its NATS subject: a leading '$' is
 // written "_sb".
@@ -322,15 +352,26 @@ func dedupID(topic, id string) string { return topic + "/" + id }
 
 // toNATS encodes m as a NATS message on subj. Envelope fields travel as
 // "Sb-" headers; the ID also as Nats-Msg-Id for the stream's dedup window.
+// The header values share one backing array (one allocation, not one per
+// header).
 func toNATS(subj string, m *message.Message, msgID string) *natsgo.Msg {
-	nm := natsgo.NewMsg(subj)
-	nm.Data = m.Payload
-	brokerutil.Encode(m, time.Time{}, func(k, v string) { nm.Header[k] = []string{v} })
-	if msgID != "" {
-		nm.Header[natsgo.MsgIdHdr] = []string{msgID}
+	n := envelopeFields + len(m.Headers)
+	h := make(natsgo.Header, n)
+	vals := make([]string, 0, n)
+	set := func(k, v string) {
+		vals = append(vals, v)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
-	return nm
+	brokerutil.Encode(m, time.Time{}, set)
+	if msgID != "" {
+		set(natsgo.MsgIdHdr, msgID)
+	}
+	return &natsgo.Msg{Subject: subj, Header: h, Data: m.Payload}
 }
+
+// envelopeFields bounds the headers toNATS writes besides the user's: the
+// envelope fields brokerutil.Encode may write and Nats-Msg-Id.
+const envelopeFields = 7
 
 // fromNATS decodes a NATS message. Headers of the "Nats-" namespace are the
 // server's and are dropped, except that Nats-Msg-Id gives the ID of a
@@ -379,30 +420,30 @@ func (b *Broker) Publish(ctx context.Context, p *broker.PublishParams) (*broker.
 	res := &broker.PublishResult{Results: make([]broker.MessageResult, len(p.Messages))}
 	if len(p.Messages) == 1 {
 		m := p.Messages[0]
-		ack, err := b.js.PublishMsg(ctx, toNATS(subj, m, dedupID(p.Topic, m.ID)))
+		ack, err := b.publish(ctx, toNATS(subj, m, dedupID(p.Topic, m.ID)))
 		if err != nil {
 			return nil, b.opErr(ctx, "publish to "+p.Topic, err)
 		}
 		res.Results[0] = broker.MessageResult{ID: m.ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}
 		return res, nil
 	}
-	futs := make([]jetstream.PubAckFuture, len(p.Messages))
+	// A batch: every message is written before the first ack is awaited.
+	sent := make([]sentPub, len(p.Messages))
 	for i, m := range p.Messages {
-		f, err := b.js.PublishMsgAsync(toNATS(subj, m, dedupID(p.Topic, m.ID)))
+		s, err := b.sendPub(toNATS(subj, m, dedupID(p.Topic, m.ID)))
 		if err != nil {
+			b.forget(sent[:i])
 			return nil, b.opErr(ctx, fmt.Sprintf("publish message %d of batch to %s", i, p.Topic), err)
 		}
-		futs[i] = f
+		sent[i] = s
 	}
-	for i, f := range futs {
-		select {
-		case ack := <-f.Ok():
-			res.Results[i] = broker.MessageResult{ID: p.Messages[i].ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}
-		case err := <-f.Err():
+	for i, s := range sent {
+		ack, err := b.awaitPub(ctx, s)
+		if err != nil {
+			b.forget(sent[i+1:])
 			return nil, b.opErr(ctx, fmt.Sprintf("publish message %d of batch to %s", i, p.Topic), err)
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%s: publish batch to %s: %w", backendName, p.Topic, ctx.Err())
 		}
+		res.Results[i] = broker.MessageResult{ID: p.Messages[i].ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}
 	}
 	return res, nil
 }
