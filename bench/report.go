@@ -94,6 +94,7 @@ type Ratio struct {
 	Goal  string  // e.g. ">= 2.0"
 	Pass  bool
 	Note  string // the two operands, for the reader
+	Unit  string // printed after Value; "" means "x" (a ratio)
 }
 
 // PrintTable writes results as an aligned table.
@@ -127,7 +128,11 @@ func PrintRatios(w io.Writer, rs []Ratio) {
 		if r.Pass {
 			verdict = "ok"
 		}
-		fmt.Fprintf(w, "ratio  %-58s %6.2fx  goal %-7s %-4s  (%s)\n", r.Name, r.Value, r.Goal, verdict, r.Note)
+		unit := r.Unit
+		if unit == "" {
+			unit = "x"
+		}
+		fmt.Fprintf(w, "ratio  %-58s %6.2f%-2s goal %-7s %-4s  (%s)\n", r.Name, r.Value, unit, r.Goal, verdict, r.Note)
 	}
 }
 

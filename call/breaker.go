@@ -122,7 +122,7 @@ func (t *target) allow(ci *ClientInterceptor) error {
 // breakerFailure reports whether err says the target is unhealthy (as
 // opposed to the call being wrong).
 func breakerFailure(err error) bool {
-	if err == nil || errors.Is(err, ErrCircuitOpen) {
+	if err == nil || errors.Is(err, ErrCircuitOpen) || isTooLarge(err) {
 		return false
 	}
 	switch connect.CodeOf(err) {

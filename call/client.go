@@ -165,7 +165,7 @@ func (ci *ClientInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc
 func retryableError(err error, notSent bool) bool {
 	switch connect.CodeOf(err) {
 	case connect.CodeUnavailable, connect.CodeResourceExhausted:
-		return !errors.Is(err, ErrCircuitOpen)
+		return !errors.Is(err, ErrCircuitOpen) && !isTooLarge(err)
 	case connect.CodeDeadlineExceeded:
 		return notSent
 	}

@@ -177,3 +177,35 @@ func TestClientRetryBudget(t *testing.T) {
 		t.Errorf("%d attempts for 20 calls: the retry budget did not hold", n)
 	}
 }
+
+// TestClientTooLargeNotRetried: a request refused for its size would be
+// refused again, and says nothing about the server's health: the client
+// neither retries it nor lets it open the breaker.
+func TestClientTooLargeNotRetried(t *testing.T) {
+	f := newFixture(t, call.WithMaxBodyBytes(64))
+	var attempts atomic.Int32
+	hc := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		attempts.Add(1)
+		return http.DefaultTransport.RoundTrip(r)
+	})}
+	ci := call.NewClientInterceptor(&call.ClientConfig{FailureThreshold: 2})
+	c := paymentsv1connect.NewPaymentServiceClient(hc, f.base, connect.WithInterceptors(ci))
+	big := &paymentsv1.GetChargeRequest{Id: strings.Repeat("x", 200)}
+	for range 5 {
+		_, err := c.GetCharge(context.Background(), connect.NewRequest(big))
+		if connect.CodeOf(err) != connect.CodeResourceExhausted {
+			t.Fatalf("oversized GetCharge: %v; want resource_exhausted", err)
+		}
+	}
+	if n := attempts.Load(); n != 5 {
+		t.Errorf("%d attempts for 5 oversized calls: they were retried", n)
+	}
+	target := strings.TrimPrefix(f.base, "http://")
+	if s := ci.BreakerState(target); s != call.BreakerClosed {
+		t.Errorf("breaker %v after oversized calls; they must not count as failures", s)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

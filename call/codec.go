@@ -1,8 +1,10 @@
 package call
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 
 	"connectrpc.com/connect"
@@ -55,6 +57,67 @@ func WriteStatus(w http.ResponseWriter, httpStatus int, code connect.Code, msg s
 	w.WriteHeader(httpStatus)
 	_, _ = w.Write(body)
 }
+
+// restTooLarge answers a REST request whose declared body is over
+// WithMaxBodyBytes, before anything is read: 413 and a google.rpc.Status
+// with ResourceExhausted, or on the default route of m (POST
+// /pkg.Svc/Method, a Connect unary call) a Connect error, as that route
+// answers a body cut while reading.
+func restTooLarge(w http.ResponseWriter, r *http.Request, m *method, limit int64) {
+	err := bodyTooLarge(r.ContentLength, limit)
+	if m == nil || r.Method != http.MethodPost || m.streaming() {
+		WriteStatus(w, http.StatusRequestEntityTooLarge, err.Code(), err.Message())
+		return
+	}
+	body, jerr := json.Marshal(map[string]string{"code": codeName(err.Code()), "message": err.Message()})
+	if jerr != nil {
+		body = []byte(`{"code":"internal","message":"failed to encode the error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusRequestEntityTooLarge)
+	_, _ = w.Write(body)
+}
+
+// limitREST cuts a REST body of any length at limit bytes, and returns the
+// body and ResponseWriter to serve the request with. Reading past the limit
+// fails with bodyTooLarge; the handler returns that error, vanguard (or the
+// REST fast path) answers it with the error table's status for
+// ResourceExhausted, 429, and the returned writer makes it 413, as for a
+// declared length: one allocation, like the http.MaxBytesReader it
+// replaces.
+func limitREST(w http.ResponseWriter, body io.ReadCloser, limit int64) (io.ReadCloser, http.ResponseWriter) {
+	limit = max(limit, 0)
+	l := &restLimit{body: limitedBody{ReadCloser: body, left: limit, limit: limit}}
+	l.w.ResponseWriter, l.w.body = w, &l.body
+	return &l.body, &l.w
+}
+
+type restLimit struct {
+	body limitedBody
+	w    restLimitWriter
+}
+
+// restLimitWriter answers 413 for the 429 of a body cut at the limit.
+type restLimitWriter struct {
+	http.ResponseWriter
+	body *limitedBody
+}
+
+func (w *restLimitWriter) WriteHeader(code int) {
+	if code == http.StatusTooManyRequests && w.body.err != nil {
+		code = http.StatusRequestEntityTooLarge
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Flush keeps vanguard's streaming responses (it needs an http.Flusher).
+func (w *restLimitWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *restLimitWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func notFound(w http.ResponseWriter, r *http.Request) {
 	WriteStatus(w, http.StatusNotFound, connect.CodeNotFound,

@@ -3,10 +3,12 @@ package call
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
 	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 )
 
 // ErrorMapping is how one connect error code looks in each protocol. The
@@ -98,4 +100,54 @@ func messageOf(err error) string {
 // invalid makes an InvalidArgument error.
 func invalid(format string, args ...any) *connect.Error {
 	return connect.NewError(connect.CodeInvalidArgument, errorf(format, args...))
+}
+
+// bodyTooLarge is the error of a request body over WithMaxBodyBytes, in
+// every protocol: ResourceExhausted (what gRPC and connect answer for a
+// message over their limits) and a message naming the body's size, when it
+// was declared (size >= 0), and the limit.
+func bodyTooLarge(size, limit int64) *connect.Error {
+	if size >= 0 {
+		return tooLarge(fmt.Errorf("request body of %d bytes exceeds the server's limit of %d bytes; send less per call (or raise the server's limit: call.WithMaxBodyBytes, the hub's max_request_bytes)", size, limit))
+	}
+	return tooLarge(fmt.Errorf("request body exceeds the server's limit of %d bytes; send less per call (or raise the server's limit: call.WithMaxBodyBytes, the hub's max_request_bytes)", limit))
+}
+
+// ReasonRequestTooLarge is the google.rpc.ErrorInfo reason of a request
+// refused for its size (code resource_exhausted). The client interceptor
+// neither retries such a call nor counts it against the target's health:
+// the same request would be refused again, and the server is fine.
+const ReasonRequestTooLarge = "REQUEST_TOO_LARGE"
+
+// tooLarge is a resource_exhausted error with the REQUEST_TOO_LARGE reason.
+func tooLarge(err error) *connect.Error {
+	ce := connect.NewError(connect.CodeResourceExhausted, err)
+	if d, derr := connect.NewErrorDetail(&errdetails.ErrorInfo{Reason: ReasonRequestTooLarge, Domain: errorDomain}); derr == nil {
+		ce.AddDetail(d)
+	}
+	return ce
+}
+
+// errorDomain is the ErrorInfo domain of the errors call itself makes (the
+// hub's too).
+const errorDomain = "switchboard.dev"
+
+// isTooLarge reports an error with the REQUEST_TOO_LARGE reason.
+func isTooLarge(err error) bool {
+	var ce *connect.Error
+	if !errors.As(err, &ce) || ce.Code() != connect.CodeResourceExhausted {
+		return false
+	}
+	for _, d := range ce.Details() {
+		if v, verr := d.Value(); verr == nil {
+			if info, ok := v.(*errdetails.ErrorInfo); ok && info.GetReason() == ReasonRequestTooLarge {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func messageTooLarge(size, limit int64) *connect.Error {
+	return tooLarge(fmt.Errorf("stream message of %d bytes exceeds the server's limit of %d bytes, which applies to each message of a stream; send smaller messages (or raise the server's limit: call.WithMaxBodyBytes, the hub's max_request_bytes)", size, limit))
 }

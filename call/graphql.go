@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 
+	"connectrpc.com/connect"
 	"github.com/graphql-go/graphql"
 	"github.com/graphql-go/graphql/gqlerrors"
 	"github.com/graphql-go/graphql/language/ast"
@@ -351,9 +351,14 @@ func (g *graphqlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	case http.MethodPost:
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.s.cfg.maxBodyBytes))
+		body, err := g.s.readBody(w, r)
+		if CodeOf(err) == connect.CodeResourceExhausted {
+			// Over WithMaxBodyBytes: the error table's code, with 413.
+			g.writeErrors(w, r, http.StatusRequestEntityTooLarge, formatted(toGQLError(err).(*gqlError)))
+			return
+		}
 		if err != nil {
-			g.writeErrors(w, r, http.StatusRequestEntityTooLarge, formatted(newGQLError(GraphQLBadRequest, "request body: "+err.Error())))
+			g.writeErrors(w, r, http.StatusBadRequest, formatted(newGQLError(GraphQLBadRequest, "request body: "+err.Error())))
 			return
 		}
 		if strings.HasPrefix(r.Header.Get("Content-Type"), "application/graphql") &&

@@ -2,8 +2,10 @@ package call
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"runtime/debug"
 	"strings"
@@ -50,6 +52,9 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serve serves a call of m (nil: not a method of the service). Headers are
 // read by their canonical keys, as Header.Get would.
 func (g *guard) serve(w http.ResponseWriter, r *http.Request, m *method) {
+	if !g.limitBody(w, r, m) {
+		return
+	}
 	ww := watch(w)
 	defer func() {
 		p := recover()
@@ -74,6 +79,130 @@ func (g *guard) serve(w http.ResponseWriter, r *http.Request, m *method) {
 		}
 	}
 	g.h.ServeHTTP(ww, r)
+}
+
+// limitBody applies WithMaxBodyBytes to the request body of a call of m
+// (nil: not a method of the service), and reports false when it answered
+// the call itself. Every protocol reaches the handler here: the fast path
+// with the client's own body, vanguard, GraphQL and SOAP with the body
+// they made from the client's (which they limited themselves).
+//
+// A call with one request message (unary or server-streaming) is limited
+// by its body: a declared Content-Length over the limit is refused before
+// anything is read, in the call's protocol; a body of unknown length is cut
+// at the limit, and the handler's read fails with the same error (connect
+// returns a *connect.Error read error as is). A declared length within the
+// limit needs nothing: net/http never delivers more than it (HTTP/1.1 and
+// HTTP/2 alike), so the fast path's usual call allocates nothing here.
+//
+// A client or bidi stream is limited per message, by the length prefix of
+// each message (the same in gRPC, gRPC-Web and the Connect protocol's
+// streams): a stream may run for hours and carry any number of messages,
+// and fails at the first one over the limit, before it is read.
+func (g *guard) limitBody(w http.ResponseWriter, r *http.Request, m *method) bool {
+	if r.Body == nil || r.Body == http.NoBody {
+		return true
+	}
+	limit := max(g.s.cfg.maxBodyBytes, 0)
+	if m != nil && m.desc.IsStreamingClient() {
+		r.Body = &messageLimit{ReadCloser: r.Body, limit: limit}
+		return true
+	}
+	switch n := r.ContentLength; {
+	case n > limit:
+		_ = g.ew.Write(w, r, bodyTooLarge(n, limit))
+		return false
+	case n <= 0: // unknown (0 with a body: a client request passed in process)
+		r.Body = &limitedBody{ReadCloser: r.Body, left: limit, limit: limit}
+	}
+	return true
+}
+
+// limitedBody is a request body of unknown length cut at limit bytes:
+// reading past it fails with bodyTooLarge, as a *connect.Error, which
+// connect handlers return as is (unlike *http.MaxBytesError, which they
+// report in their own words).
+type limitedBody struct {
+	io.ReadCloser
+	left, limit int64
+	err         error
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left+1] // one byte more tells a body of exactly limit bytes from a longer one
+	}
+	n, err := b.ReadCloser.Read(p)
+	if int64(n) <= b.left {
+		b.left -= int64(n)
+		return n, err
+	}
+	n, b.left = int(b.left), 0
+	b.err = bodyTooLarge(-1, b.limit)
+	return n, b.err
+}
+
+// messageLimit is the request body of a client or bidi stream: enveloped
+// messages (a flags byte and a 4-byte big-endian length, then the message)
+// passed through unchanged while each message is at most limit bytes. At
+// the first prefix announcing a longer message, reading fails with
+// messageTooLarge; the bytes before that prefix are still delivered.
+type messageLimit struct {
+	io.ReadCloser
+	limit  int64
+	prefix [5]byte
+	have   int   // bytes of the current prefix read so far
+	left   int64 // bytes of the current message still to pass
+	err    error
+}
+
+func (b *messageLimit) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.ReadCloser.Read(p)
+	for i := 0; i < n; {
+		if b.left > 0 {
+			k := min(b.left, int64(n-i))
+			i += int(k)
+			b.left -= k
+			continue
+		}
+		start := i - b.have // where the prefix starts in p (< 0: in an earlier read)
+		k := copy(b.prefix[b.have:], p[i:n])
+		b.have += k
+		i += k
+		if b.have < len(b.prefix) {
+			break
+		}
+		b.have = 0
+		size := int64(binary.BigEndian.Uint32(b.prefix[1:]))
+		if size > b.limit {
+			b.err = messageTooLarge(size, b.limit)
+			return max(start, 0), b.err
+		}
+		b.left = size
+	}
+	return n, err
+}
+
+// readBody reads the body of a GraphQL or SOAP request, at most
+// WithMaxBodyBytes: a declared length over the limit is refused before
+// anything is read, and a body cut at it fails, both with bodyTooLarge (a
+// *connect.Error); other read errors are returned as they are.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	limit := max(s.cfg.maxBodyBytes, 0)
+	if r.ContentLength > limit {
+		return nil, bodyTooLarge(r.ContentLength, limit)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return nil, bodyTooLarge(-1, limit)
+	}
+	return body, err
 }
 
 // watchedWriter reports whether a response has started.

@@ -27,6 +27,7 @@ type Server struct {
 	services []*service
 	byProc   map[string]*method // "/pkg.Svc/Method" → method
 	direct   map[string]*method // byProc entries the fast path may serve (passthrough.go)
+	rest     restRoutes         // REST routes served without vanguard (rest.go)
 	health   *grpchealth.StaticChecker
 	handler  http.Handler
 	gql      *graphqlHandler
@@ -75,6 +76,7 @@ type config struct {
 	logger         *slog.Logger
 	unknown        http.Handler
 	shutdownGrace  time.Duration
+	slowREST       bool // WithoutRESTFastPath
 	// ServeTopic settings (topic.go).
 	topicGroup       string
 	topicGroupSet    bool
@@ -112,7 +114,11 @@ func WithDefaultTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.defaultTimeout = d })
 }
 
-// WithMaxBodyBytes limits REST, GraphQL and SOAP request bodies. Default 4 MiB.
+// WithMaxBodyBytes limits every request body, as sent (compressed bytes
+// count), in every protocol, and each message of a client or bidi stream.
+// A request over it fails with resource_exhausted and the ErrorInfo
+// reason REQUEST_TOO_LARGE (REST and GraphQL: HTTP 413); a declared
+// Content-Length over it is refused before anything is read. Default 4 MiB.
 func WithMaxBodyBytes(n int64) Option {
 	return optionFunc(func(c *config) { c.maxBodyBytes = n })
 }
@@ -230,6 +236,7 @@ func NewServer(opts ...Option) (*Server, error) {
 	}
 	s.handler = mux
 	s.direct = directProcedures(mux, s.byProc, c.routes)
+	s.rest = buildRESTRoutes(s.services)
 	return s, nil
 }
 
@@ -270,6 +277,12 @@ func (s *Server) restDefaults(next http.Handler) http.Handler {
 				m.svc.guard.serve(w, r, m)
 				return
 			}
+			// Other codecs (JSON) are transcoded by vanguard, which reads
+			// a whole message before the handler's guard sees it: the
+			// limit applies to the bytes on the wire here too.
+			if m := s.byProc[r.URL.Path]; m != nil && !m.svc.guard.limitBody(w, r, m) {
+				return
+			}
 			if ct := first(r.Header["Content-Type"]); strings.HasPrefix(ct, "application/grpc") || strings.HasPrefix(ct, "application/connect+") {
 				next.ServeHTTP(w, r) // compressed per message, by the handler
 				return
@@ -278,12 +291,11 @@ func (s *Server) restDefaults(next http.Handler) http.Handler {
 			return
 		}
 		if r.ContentLength > limit {
-			WriteStatus(w, http.StatusRequestEntityTooLarge, 3,
-				fmt.Sprintf("request body of %d bytes exceeds the limit of %d bytes", r.ContentLength, limit))
+			restTooLarge(w, r, s.byProc[r.URL.Path], limit) // 413, resource_exhausted (codec.go)
 			return
 		}
 		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = http.MaxBytesReader(w, r.Body, limit)
+			r.Body, w = limitREST(w, r.Body, limit) // over the limit: 413, resource_exhausted
 			if ct := r.Header.Get("Content-Type"); ct == "" || strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
 				r.Header.Set("Content-Type", "application/json")
 			}
@@ -293,6 +305,13 @@ func (s *Server) restDefaults(next http.Handler) http.Handler {
 			r.Header.Set("Connect-Protocol-Version", "1")
 			serveEdge(next, w, r, false)
 			return
+		}
+		if !s.cfg.slowREST {
+			var buf [4]string
+			if rt, vals := s.rest.match(r.Method, r.URL.Path, buf[:0]); rt != nil {
+				serveEdge(restCall{s, rt, vals, next}, w, r, true)
+				return
+			}
 		}
 		serveEdge(next, w, r, true)
 	})

@@ -5,7 +5,6 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"strings"
@@ -93,8 +92,16 @@ func (h *soapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ver12, action := soapVersion(r)
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.s.cfg.maxBodyBytes))
-	if err != nil {
+	body, err := h.s.readBody(w, r)
+	switch {
+	case CodeOf(err) == connect.CodeResourceExhausted:
+		// Over WithMaxBodyBytes: the error table's fault for
+		// ResourceExhausted (Server / Receiver, HTTP 500), not 413: SOAP
+		// toolkits read a fault only from a 500 (or a SOAP 1.2 Sender's
+		// 400), as WS-I Basic Profile R1126 has it.
+		writeFault(w, ver12, faultOf(err))
+		return
+	case err != nil:
 		writeFault(w, ver12, &soapFault{code: connect.CodeInvalidArgument, sender: true, msg: "request body: " + err.Error()})
 		return
 	}
