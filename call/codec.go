@@ -33,8 +33,13 @@ func badJSON(err error) error {
 	if err == nil {
 		return nil
 	}
-	return connect.NewError(connect.CodeInvalidArgument, errors.New("invalid JSON body: "+trimProto(err)))
+	return withReason(connect.NewError(connect.CodeInvalidArgument, errors.New("invalid JSON body: "+trimProto(err))), ReasonMalformedRequest)
 }
+
+// ReasonMalformedRequest is the google.rpc.ErrorInfo reason of a request
+// body that could not be decoded (malformed JSON, an unknown field, a
+// value of the wrong type): code invalid_argument.
+const ReasonMalformedRequest = "MALFORMED_REQUEST"
 
 // Unmarshal parses JSON strictly.
 func (c StrictJSON) Unmarshal(data []byte, msg proto.Message) error {
@@ -66,7 +71,7 @@ func WriteStatus(w http.ResponseWriter, httpStatus int, code connect.Code, msg s
 func restTooLarge(w http.ResponseWriter, r *http.Request, m *method, limit int64) {
 	err := bodyTooLarge(r.ContentLength, limit)
 	if m == nil || r.Method != http.MethodPost || m.streaming() {
-		WriteStatus(w, http.StatusRequestEntityTooLarge, err.Code(), err.Message())
+		writeStatusError(w, http.StatusRequestEntityTooLarge, err)
 		return
 	}
 	body, jerr := json.Marshal(map[string]string{"code": codeName(err.Code()), "message": err.Message()})

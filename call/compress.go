@@ -21,7 +21,7 @@ import (
 // an Accept-Encoding item that is exactly "gzip"), the handler does (it
 // lists gzip in its Accept-Encoding response header, as connect handlers
 // do), and the response is a complete (unary, Content-Length) 200 body
-// without a Content-Encoding. gzip.BestSpeed: the default level spends
+// without a Content-Encoding, of at least WithCompressMinBytes. gzip.BestSpeed: the default level spends
 // most of its time resetting its tables, for little gain on call-sized
 // bodies.
 
@@ -59,13 +59,14 @@ type edgeWriter struct {
 	gzipOK     bool         // the client accepts gzip
 	accept     []string     // the client's Accept-Encoding, taken from the request
 	head       bool         // a HEAD request: no body to compress
+	min        int64        // the smallest body to compress (WithCompressMinBytes)
 	zw         *gzip.Writer // non-nil while the body is being compressed
 	buf        *bytes.Buffer
 }
 
 // serveEdge serves r with next, compressing its response at the edge.
-func serveEdge(next http.Handler, w http.ResponseWriter, r *http.Request, restErrors bool) {
-	ew := &edgeWriter{ResponseWriter: w, restErrors: restErrors, head: r.Method == http.MethodHead}
+func (s *Server) serveEdge(next http.Handler, w http.ResponseWriter, r *http.Request, restErrors bool) {
+	ew := &edgeWriter{ResponseWriter: w, restErrors: restErrors, head: r.Method == http.MethodHead, min: s.cfg.compressMin}
 	if v, ok := r.Header["Accept-Encoding"]; ok {
 		ew.gzipOK, ew.accept = acceptsGzip(r.Header, "Accept-Encoding"), v
 		r.Header.Del("Accept-Encoding")
@@ -107,7 +108,7 @@ func (w *edgeWriter) compressible(code int, h http.Header) bool {
 		return false
 	}
 	n, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64)
-	return err == nil && n >= 0
+	return err == nil && n >= 0 && n >= w.min
 }
 
 func (w *edgeWriter) Write(p []byte) (int, error) {

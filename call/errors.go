@@ -121,8 +121,12 @@ const ReasonRequestTooLarge = "REQUEST_TOO_LARGE"
 
 // tooLarge is a resource_exhausted error with the REQUEST_TOO_LARGE reason.
 func tooLarge(err error) *connect.Error {
-	ce := connect.NewError(connect.CodeResourceExhausted, err)
-	if d, derr := connect.NewErrorDetail(&errdetails.ErrorInfo{Reason: ReasonRequestTooLarge, Domain: errorDomain}); derr == nil {
+	return withReason(connect.NewError(connect.CodeResourceExhausted, err), ReasonRequestTooLarge)
+}
+
+// withReason adds a google.rpc.ErrorInfo detail with reason to ce.
+func withReason(ce *connect.Error, reason string) *connect.Error {
+	if d, err := connect.NewErrorDetail(&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain}); err == nil {
 		ce.AddDetail(d)
 	}
 	return ce

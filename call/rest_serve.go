@@ -16,8 +16,10 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/vanguard"
 	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -92,7 +94,7 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, rt *restRoute
 	defer putRESTBuffer(body)
 	b, err := proto.MarshalOptions{}.MarshalAppend(body.Bytes()[:0], msg.Interface())
 	if err != nil {
-		writeRESTError(w, rt, connect.NewError(connect.CodeInternal, err), false)
+		writeRESTError(w, connect.NewError(connect.CodeInternal, err), false)
 		return
 	}
 
@@ -185,17 +187,17 @@ func (s *Server) finishREST(w http.ResponseWriter, rt *restRoute, rec *restRecor
 		code = http.StatusOK
 	}
 	if code != http.StatusOK {
-		writeRESTError(w, rt, connectWireError(rec.buf.Bytes()), gz)
+		writeRESTError(w, connectWireError(rec.buf.Bytes()), gz)
 		return
 	}
 	if ct != "application/proto" || (enc != "" && enc != "identity") {
-		writeRESTError(w, rt, connect.NewError(connect.CodeInternal,
+		writeRESTError(w, connect.NewError(connect.CodeInternal,
 			fmt.Errorf("response uses incorrect codec: expecting %q but instead got %q", "proto", strings.TrimPrefix(ct, "application/"))), gz)
 		return
 	}
 	out := rt.m.out.New().Interface()
 	if err := proto.Unmarshal(rec.buf.Bytes(), out); err != nil {
-		writeRESTError(w, rt, connect.NewError(connect.CodeInternal, err), gz)
+		writeRESTError(w, connect.NewError(connect.CodeInternal, err), gz)
 		return
 	}
 	js := restBuffers.Get().(*bytes.Buffer)
@@ -204,7 +206,7 @@ func (s *Server) finishREST(w http.ResponseWriter, rt *restRoute, rec *restRecor
 	if !ok { // protojson says why
 		var err error
 		if b, err = rt.codec.MarshalAppend(js.Bytes()[:0], out); err != nil {
-			writeRESTError(w, rt, connect.NewError(connect.CodeUnknown, err), gz)
+			writeRESTError(w, connect.NewError(connect.CodeUnknown, err), gz)
 			return
 		}
 	}
@@ -245,21 +247,26 @@ func connectWireError(body []byte) *connect.Error {
 
 // writeRESTError writes err as vanguard's REST error: the status of its
 // code and a JSON google.rpc.Status.
-func writeRESTError(w http.ResponseWriter, rt *restRoute, cerr *connect.Error, gz bool) {
+func writeRESTError(w http.ResponseWriter, cerr *connect.Error, gz bool) {
+	if gz {
+		w.Header()["Accept-Encoding"] = gzipOnly
+	}
+	writeStatusError(w, MappingOf(cerr.Code()).HTTPStatus, cerr) // the table is vanguard's
+}
+
+// writeStatusError writes cerr as a REST error body with httpStatus: a
+// google.rpc.Status with its details, printed as vanguard prints it.
+func writeStatusError(w http.ResponseWriter, httpStatus int, cerr *connect.Error) {
 	st := &status.Status{Code: int32(cerr.Code()), Message: cerr.Message()}
 	for _, d := range cerr.Details() {
 		st.Details = append(st.Details, &anypb.Any{TypeUrl: "type.googleapis.com/" + d.Type(), Value: d.Bytes()})
 	}
-	b, err := rt.codec.MarshalAppend(nil, st)
+	b, err := protojson.MarshalOptions{Resolver: protoregistry.GlobalTypes, EmitUnpopulated: true}.Marshal(st)
 	if err != nil {
 		b = []byte(`{"code":13,"message":"failed to marshal end error"}`)
 	}
-	h := w.Header()
-	h["Content-Type"] = jsonContentType
-	if gz {
-		h["Accept-Encoding"] = gzipOnly
-	}
-	w.WriteHeader(MappingOf(cerr.Code()).HTTPStatus) // the table is vanguard's
+	w.Header()["Content-Type"] = jsonContentType
+	w.WriteHeader(httpStatus)
 	_, _ = w.Write(b)
 }
 

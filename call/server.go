@@ -76,7 +76,8 @@ type config struct {
 	logger         *slog.Logger
 	unknown        http.Handler
 	shutdownGrace  time.Duration
-	slowREST       bool // WithoutRESTFastPath
+	slowREST       bool  // WithoutRESTFastPath
+	compressMin    int64 // WithCompressMinBytes
 	// ServeTopic settings (topic.go).
 	topicGroup       string
 	topicGroupSet    bool
@@ -151,6 +152,14 @@ func WithUnknownHandler(h http.Handler) Option {
 // its ctx is done (default 10 s).
 func WithShutdownGrace(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.shutdownGrace = d })
+}
+
+// WithCompressMinBytes sets the smallest REST or Connect unary response
+// body that is gzipped for a client that accepts gzip (default 0: every
+// one). gzip costs more CPU than it saves on small bodies; gRPC and
+// streaming calls follow the handler's own connect.WithCompressMinBytes.
+func WithCompressMinBytes(n int64) Option {
+	return optionFunc(func(c *config) { c.compressMin = n })
 }
 
 // NewServer builds a Server from options. At least one WithService is
@@ -287,7 +296,7 @@ func (s *Server) restDefaults(next http.Handler) http.Handler {
 				next.ServeHTTP(w, r) // compressed per message, by the handler
 				return
 			}
-			serveEdge(next, w, r, false) // Connect unary
+			s.serveEdge(next, w, r, false) // Connect unary
 			return
 		}
 		if r.ContentLength > limit {
@@ -303,17 +312,17 @@ func (s *Server) restDefaults(next http.Handler) http.Handler {
 		if m := s.byProc[r.URL.Path]; m != nil && r.Method == http.MethodPost && !m.streaming() {
 			// The default route of a method: a Connect unary JSON call.
 			r.Header.Set("Connect-Protocol-Version", "1")
-			serveEdge(next, w, r, false)
+			s.serveEdge(next, w, r, false)
 			return
 		}
 		if !s.cfg.slowREST {
 			var buf [4]string
 			if rt, vals := s.rest.match(r.Method, r.URL.Path, buf[:0]); rt != nil {
-				serveEdge(restCall{s, rt, vals, next}, w, r, true)
+				s.serveEdge(restCall{s, rt, vals, next}, w, r, true)
 				return
 			}
 		}
-		serveEdge(next, w, r, true)
+		s.serveEdge(next, w, r, true)
 	})
 }
 

@@ -51,9 +51,10 @@ func (a *app) serveCmd() *cobra.Command {
 	f := &serveFlags{}
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Run the hub: the broker and its gRPC, Connect and REST API on one port",
+		Short: "Run the hub: the broker and its gRPC, Connect, REST, GraphQL and SOAP API on one port",
 		Long: `Run the hub: the embedded broker (or --backend) with its API served on one port as
-gRPC, gRPC-Web, Connect and REST+JSON, plus gRPC reflection and health, /healthz, /readyz,
+gRPC, gRPC-Web, Connect, REST+JSON, GraphQL (/graphql) and SOAP
+(/soap/switchboard.v1.SwitchboardService), plus gRPC reflection and health, /healthz, /readyz,
 Prometheus /metrics and Server-Sent Events.
 
 Settings come from flags, then SWITCHBOARD_* environment variables (named after the flag:
@@ -323,7 +324,7 @@ func (a *app) serve(ctx context.Context, fl *pflag.FlagSet, f *serveFlags) error
 		scheme, protos = "https", "TLS, HTTP/2 and HTTP/1.1"
 	}
 	fmt.Fprintf(out, "switchboard hub %s\n", version())
-	fmt.Fprintf(out, "listening on %s://%s (gRPC, gRPC-Web, Connect, REST; %s); metrics at /metrics\n", scheme, ln.Addr(), protos)
+	fmt.Fprintf(out, "listening on %s://%s (gRPC, gRPC-Web, Connect, REST, GraphQL, SOAP; %s); metrics at /metrics\n", scheme, ln.Addr(), protos)
 	if where != "" {
 		fmt.Fprintf(out, "data in %s (embedded broker)\n", where)
 	} else {

@@ -59,8 +59,8 @@ type Token struct {
 }
 
 // Auth turns authentication on: every API request (gRPC, Connect, REST,
-// SSE) must carry one of Tokens as a bearer token. Health checks, gRPC
-// reflection and (with PublicMetrics) /metrics stay open.
+// SSE, GraphQL, SOAP) must carry one of Tokens as a bearer token. Health
+// checks, gRPC reflection and (with PublicMetrics) /metrics stay open.
 type Auth struct {
 	Tokens []Token
 	// Rate and Burst are the default per-token rate limit (requests per

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -42,32 +41,14 @@ func authConfig() *hub.Config {
 // do makes a REST request with an optional bearer token.
 func (h *testHub) do(t *testing.T, token, method, path, body string) (int, http.Header, map[string]any) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var r io.Reader
-	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, h.URL+path, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	code, hdr, raw := h.send(t, token, method, path, "", body)
 	out := map[string]any{}
-	if len(raw) > 0 && strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
-		if err := json.Unmarshal(raw, &out); err != nil {
+	if len(raw) > 0 && strings.HasPrefix(hdr.Get("Content-Type"), "application/json") {
+		if err := json.Unmarshal([]byte(raw), &out); err != nil {
 			t.Fatalf("%s %s: answer is not JSON (%v): %s", method, path, err, raw)
 		}
 	}
-	return resp.StatusCode, resp.Header, out
+	return code, hdr, out
 }
 
 // problem checks a JSON problem body: status, reason and a message that

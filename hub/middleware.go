@@ -78,12 +78,14 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 var apiPrefixRPC = "/" + switchboardv1connect.SwitchboardServiceName + "/"
 
 // needsToken reports whether a request reaches the API (and so needs a
-// token when auth is on). Health, reflection and, with PublicMetrics,
-// /metrics stay open.
+// token when auth is on): RPC, REST, SSE, GraphQL (including
+// introspection) and SOAP (including the WSDL). Health, reflection and,
+// with PublicMetrics, /metrics stay open.
 func (s *Server) needsToken(r *http.Request) bool {
 	p := r.URL.Path
 	switch {
-	case strings.HasPrefix(p, apiPrefixRPC), strings.HasPrefix(p, "/v1/"):
+	case strings.HasPrefix(p, apiPrefixRPC), strings.HasPrefix(p, "/v1/"),
+		p == "/graphql", strings.HasPrefix(p, "/soap/"):
 		return true
 	case p == "/metrics":
 		return !s.auth.publicMetrics
@@ -147,17 +149,18 @@ func (s *Server) authenticate(r *http.Request) (*principal, *connect.Error) {
 }
 
 // reject answers a refused request in the protocol the client speaks:
-// gRPC, gRPC-Web and Connect clients get their error format, REST clients
-// a JSON problem body with the HTTP status.
+// gRPC, gRPC-Web and Connect clients get their error format, others (REST,
+// GraphQL, SOAP) a JSON problem body with the HTTP status.
 func (s *Server) reject(errw *connect.ErrorWriter, w http.ResponseWriter, r *http.Request, ri *reqInfo, ce *connect.Error) {
 	if ce.Code() == connect.CodeUnauthenticated {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="switchboard"`)
 	}
 	proc := "REST"
-	if strings.HasPrefix(r.URL.Path, apiPrefixRPC) {
-		proc = r.URL.Path
-	} else if r.URL.Path == "/metrics" {
-		proc = "/metrics"
+	switch p := r.URL.Path; {
+	case strings.HasPrefix(p, apiPrefixRPC), p == "/metrics", p == "/graphql":
+		proc = p
+	case strings.HasPrefix(p, "/soap/"):
+		proc = "SOAP"
 	}
 	ri.set(proc, ce)
 	s.metrics.observe(proc, ce, 0)
@@ -212,8 +215,9 @@ func (s *Server) logRequest(r *http.Request, sw *statusWriter, ri *reqInfo, d ti
 }
 
 // observer is the connect interceptor that records metrics and the
-// procedure and code for the request log. REST requests pass through it
-// too (vanguard transcodes them to the same handler).
+// procedure and code for the request log. REST, GraphQL and SOAP requests
+// pass through it too (call.Server turns them into calls of the same
+// handler).
 type observer struct{ s *Server }
 
 func (o observer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {

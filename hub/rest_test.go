@@ -91,7 +91,7 @@ func TestRESTBadInput(t *testing.T) {
 		{"wrong type", "POST", "/v1/topics/" + topic + "/messages", `{"text": 42}`, 400, "text"},
 		{"bad topic", "POST", "/v1/topics/bad..topic/messages", `{"text": "a"}`, 400, "empty segment"},
 		{"payload too large", "POST", "/v1/topics/" + topic + "/messages", `{"text": "` + big + `"}`, 400, "exceeds the limit"},
-		{"body too large", "POST", "/v1/topics/" + topic + "/messages", `{"text": "` + huge + `"}`, 413, "exceeds the hub's limit"},
+		{"body too large", "POST", "/v1/topics/" + topic + "/messages", `{"text": "` + huge + `"}`, 413, "max_request_bytes"},
 		{"empty batch", "POST", "/v1/topics/" + topic + "/messages:batch", `{"messages": []}`, 400, "at least one"},
 		{"unknown group", "GET", "/v1/groups/nope", "", 404, "group"},
 		{"unknown token", "POST", "/v1/deliveries/abc.1:ack", `{}`, 400, "unknown"},

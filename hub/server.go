@@ -1,7 +1,9 @@
-// Package hub is the Switchboard server: a broker with its API on one port,
-// as gRPC, gRPC-Web and Connect (connect-go), REST+JSON (vanguard, from the
-// google.api.http annotations of api/switchboard/v1), gRPC server reflection,
-// gRPC health, /healthz, /readyz, and Server-Sent Events for REST consumers.
+// Package hub is the Switchboard server: a broker with its API on one port.
+// The API is served by package call, as any service built on it: gRPC,
+// gRPC-Web and Connect (connect-go), REST+JSON (from the google.api.http
+// annotations of api/switchboard/v1), GraphQL, SOAP, gRPC server reflection
+// and gRPC health. Next to it the hub serves /healthz, /readyz, /metrics and
+// Server-Sent Events for REST consumers.
 //
 // The hub does not own the broker: the caller opens it, hands it to [New],
 // and closes it after [Server.Shutdown]. Subscriptions attached through the
@@ -22,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboard-dev/switchboard/broker"
+	"github.com/switchboard-dev/switchboard/call"
 )
 
 // Server serves one broker. It is an http.Handler; Serve runs it on a
@@ -32,8 +35,8 @@ type Server struct {
 	cfg     *Config
 	handler http.Handler
 	tokens  *tokens
-	health  *healthState
-	auth    *authn // nil: authentication off
+	api     *call.Server // the API in every protocol, and gRPC health
+	auth    *authn       // nil: authentication off
 	metrics *metrics
 
 	done      chan struct{} // closed when shutting down: streams end
@@ -88,7 +91,7 @@ func (s *Server) closing() bool {
 // beginShutdown marks the hub not ready and ends every subscription stream.
 func (s *Server) beginShutdown() {
 	s.closeOnce.Do(func() {
-		s.health.setServing(false)
+		s.api.SetServing(false)
 		close(s.done)
 	})
 }
