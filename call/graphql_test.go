@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/switchboard-dev/switchboard/call"
+	"github.com/switchboard-dev/switchboard/examples/payments"
 )
 
 func gql(t *testing.T, f *fixture, query string, vars map[string]any, hdr ...string) (int, map[string]any) {
@@ -276,4 +278,54 @@ func TestGraphQLPreparedReuse(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestGraphQLWebSocketGoingAway: when Serve shuts down, an open GraphQL
+// WebSocket (which net/http no longer tracks) is closed with 1001 and its
+// subscription ends, instead of outliving the server.
+func TestGraphQLWebSocketGoingAway(t *testing.T) {
+	srv, err := payments.NewServer(payments.NewStore(nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(sctx, ln) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws://"+ln.Addr().String()+"/graphql", &websocket.DialOptions{Subprotocols: []string{"graphql-transport-ws"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	wsWrite(t, ctx, c, `{"type":"connection_init"}`)
+	if m := wsRead(t, ctx, c); m["type"] != "connection_ack" {
+		t.Fatalf("want connection_ack, got %v", m)
+	}
+	wsWrite(t, ctx, c, `{"id":"1","type":"subscribe","payload":{"query":"subscription { payments_v1_WatchCharges { type } }"}}`)
+	time.Sleep(100 * time.Millisecond) // let the subscription start
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	for {
+		_, _, err := c.Read(ctx)
+		if err == nil {
+			continue
+		}
+		if s := websocket.CloseStatus(err); s != websocket.StatusGoingAway {
+			t.Fatalf("socket ended with %v (status %v); want 1001 going away", err, s)
+		}
+		return
+	}
 }

@@ -62,6 +62,13 @@ func (g *graphqlHandler) serveWS(w http.ResponseWriter, r *http.Request) {
 	wc := &wsConn{g: g, c: c, hdr: forwarded(r.Header), ops: map[string]context.CancelFunc{}}
 	defer wc.wg.Wait()
 	defer cancel()
+	go func() {
+		select {
+		case <-g.s.away:
+			_ = c.Close(websocket.StatusGoingAway, "server shutting down")
+		case <-ctx.Done():
+		}
+	}()
 	initTimer := time.AfterFunc(wsInitTimeout, func() {
 		wc.mu.Lock()
 		acked := wc.acked

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/grpchealth"
@@ -31,6 +32,10 @@ type Server struct {
 	health   *grpchealth.StaticChecker
 	handler  http.Handler
 	gql      *graphqlHandler
+	// away is closed by GoingAway: long-lived connections (GraphQL
+	// WebSockets, which net/http's Shutdown does not track) end.
+	away     chan struct{}
+	awayOnce sync.Once
 }
 
 // service is one mounted connect handler and its descriptor.
@@ -184,7 +189,7 @@ func NewServer(opts ...Option) (*Server, error) {
 	if c.unknown == nil {
 		c.unknown = http.HandlerFunc(notFound)
 	}
-	s := &Server{cfg: c, byProc: map[string]*method{}}
+	s := &Server{cfg: c, byProc: map[string]*method{}, away: make(chan struct{})}
 	var vsvcs []*vanguard.Service
 	var names []string
 	for _, e := range c.services {
@@ -258,6 +263,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.handler.ServeHTTP(w, r)
 }
+
+// GoingAway ends the connections that outlive their HTTP request: each
+// GraphQL WebSocket is closed with status 1001 (going away) and its
+// subscriptions end, as http.Server.Shutdown does not do for connections
+// it no longer tracks. Serve calls it when it shuts down; with an
+// http.Server of your own, register it: srv.RegisterOnShutdown(s.GoingAway).
+// It is safe to call more than once.
+func (s *Server) GoingAway() { s.awayOnce.Do(func() { close(s.away) }) }
 
 // SetServing sets the gRPC health status of every service (and of the
 // server, ""). A Server starts serving.
@@ -342,6 +355,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	srv := &http.Server{Handler: s, Protocols: &protos, ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(s.GoingAway)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

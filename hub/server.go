@@ -117,6 +117,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
 	}
+	srv.RegisterOnShutdown(s.api.GoingAway) // GraphQL WebSockets end too
 	errc := make(chan error, 1)
 	if s.cfg.TLS != nil {
 		srv.TLSConfig = s.cfg.TLS.Clone()
@@ -151,6 +152,10 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
 	return s.Serve(ctx, ln)
 }
 
-// Shutdown ends subscription streams and marks the hub not ready, for a
-// caller that serves the Handler itself. Serve calls it when its ctx is done.
-func (s *Server) Shutdown() { s.beginShutdown() }
+// Shutdown ends subscription streams (GraphQL WebSockets included) and
+// marks the hub not ready, for a caller that serves the Handler itself.
+// Serve calls it when its ctx is done.
+func (s *Server) Shutdown() {
+	s.beginShutdown()
+	s.api.GoingAway()
+}
