@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -246,4 +247,57 @@ func TestRESTFastPathMatchesVanguardHubAPI(t *testing.T) {
 		{name: "patch (no route)", method: "PATCH", path: "/v1/topics/orders"},
 	}
 	compareREST(t, fast, slow, cases)
+}
+
+// FuzzRESTFastPath sends arbitrary REST requests to a Server with the
+// fast path and to one without, in process, and requires the same
+// answers. The seeds are requests of the test above.
+func FuzzRESTFastPath(f *testing.F) {
+	for _, s := range []struct{ method, target, ctype, body string }{
+		{"GET", "/v1/charges/ch_1", "", ""},
+		{"GET", "/v1/charges/ch%5F1", "", ""},
+		{"GET", "/v1/charges/ch_1?id=x", "", ""},
+		{"POST", "/v1/charges", "application/json", `{"amount":{"currency":"USD","amountMinor":"1"},"tags":["a"]}`},
+		{"POST", "/v1/charges", "", `{"amount":`},
+		{"POST", "/v2/charges", "application/json; charset=utf-8", `{}`},
+		{"DELETE", "/v1/charges/ch_1", "", ""},
+	} {
+		f.Add(s.method, s.target, s.ctype, []byte(s.body))
+	}
+	clock := func() time.Time { return time.Unix(1700000000, 0).UTC() }
+	newSrv := func(opts ...call.Option) http.Handler {
+		srv, err := payments.NewServer(payments.NewStore(clock), nil, append(opts, call.WithLogger(discardLogger()))...)
+		if err != nil {
+			f.Fatal(err)
+		}
+		return srv
+	}
+	fast, slow := newSrv(), newSrv(call.WithoutRESTFastPath())
+	do := func(h http.Handler, method, target, ctype string, body []byte) (*httptest.ResponseRecorder, bool) {
+		req, err := http.NewRequest(method, "http://x"+target, bytes.NewReader(body))
+		if err != nil || req.URL.Host != "x" {
+			return nil, false
+		}
+		req.RequestURI = req.URL.RequestURI()
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w, true
+	}
+	f.Fuzz(func(t *testing.T, method, target, ctype string, body []byte) {
+		if !strings.HasPrefix(target, "/") {
+			return
+		}
+		a, ok := do(fast, method, target, ctype, body)
+		if !ok {
+			return
+		}
+		b, _ := do(slow, method, target, ctype, body)
+		if a.Code != b.Code || !bytes.Equal(a.Body.Bytes(), b.Body.Bytes()) || !equalHeaders(a.Header(), b.Header()) {
+			t.Fatalf("%s %s (%q, %q)\nfast    %d %v %q\nvanguard %d %v %q", method, target, ctype, body,
+				a.Code, a.Header(), a.Body.Bytes(), b.Code, b.Header(), b.Body.Bytes())
+		}
+	})
 }
