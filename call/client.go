@@ -258,12 +258,6 @@ func isDialError(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-// WrapStreamingClient implements connect.Interceptor: streams pass through
-// (no default deadline, since they may be long-lived; no retries).
-func (ci *ClientInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return next
-}
-
 // WrapStreamingHandler implements connect.Interceptor (no-op).
 func (ci *ClientInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next

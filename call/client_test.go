@@ -209,3 +209,55 @@ func TestClientTooLargeNotRetried(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func (h *flaky) WatchCharges(_ context.Context, _ *connect.Request[paymentsv1.WatchChargesRequest], st *connect.ServerStream[paymentsv1.ChargeEvent]) error {
+	if err := h.count("watch"); err != nil {
+		return err
+	}
+	return st.Send(&paymentsv1.ChargeEvent{Type: "created"})
+}
+
+// TestClientBreakerStreams: streams meet the breaker as unary calls do:
+// failing streams open it, an open breaker refuses a stream without
+// reaching the server, and a stream that gets its first message closes it
+// again after OpenFor.
+func TestClientBreakerStreams(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	cfg := &call.ClientConfig{
+		MaxAttempts: 1, FailureThreshold: 2, OpenFor: time.Minute,
+		Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
+	}
+	h, c, ci, target := newFlaky(t, 2, connect.CodeUnavailable, cfg)
+	ctx := context.Background()
+	watch := func() error {
+		st, err := c.WatchCharges(ctx, connect.NewRequest(&paymentsv1.WatchChargesRequest{Limit: 1}))
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for st.Receive() {
+		}
+		return st.Err()
+	}
+	for i := range 2 {
+		if err := watch(); connect.CodeOf(err) != connect.CodeUnavailable || errors.Is(err, call.ErrCircuitOpen) {
+			t.Fatalf("stream %d: %v; want the server's unavailable", i, err)
+		}
+	}
+	if s := ci.BreakerState(target); s != call.BreakerOpen {
+		t.Fatalf("after 2 failed streams: %v", s)
+	}
+	if err := watch(); !errors.Is(err, call.ErrCircuitOpen) || h.n("watch") != 2 {
+		t.Fatalf("open breaker must refuse the stream at once: %v (%d streams reached the server)", err, h.n("watch"))
+	}
+	mu.Lock()
+	now = now.Add(time.Minute)
+	mu.Unlock()
+	if err := watch(); err != nil { // the probe: the server recovered
+		t.Fatal(err)
+	}
+	if s := ci.BreakerState(target); s != call.BreakerClosed {
+		t.Fatalf("after a good probe stream: %v", s)
+	}
+}
