@@ -53,6 +53,13 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
+	if os.Args[1] == sqsLoadCmd { // the sqs suite's client process (sqs_split.go)
+		if err := runSQSLoad(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "bench %s: %v\n", sqsLoadCmd, err)
+			os.Exit(1)
+		}
+		return
+	}
 	s, ok := suites[os.Args[1]]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "bench: unknown suite %q\n", os.Args[1])

@@ -37,7 +37,7 @@ func openRedisPeer(ctx context.Context, addr string) (brokerPeer, error) {
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		rdb.Close()
-		return nil, fmt.Errorf("Redis not reachable at %s: %w", addr, err)
+		return nil, fmt.Errorf("redis not reachable at %s: %w", addr, err)
 	}
 	dur := "memory-no-aof"
 	if v, err := rdb.ConfigGet(pctx, "appendonly").Result(); err == nil && v["appendonly"] == "yes" {

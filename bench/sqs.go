@@ -37,8 +37,10 @@ import (
 //	                 a Go client subscription is acked by --ackers goroutines
 //
 // Each measures first send to last delete/ack of --count messages on a fresh
-// engine (fsync before ack). The ratio hub msgs/s / face msgs/s is the
-// face's cost per message relative to the hub's API (goal <= 1.5).
+// engine (fsync before ack), with the clients in this process and, again,
+// in a child process (sqs_split.go), which measures CPU per message of the
+// serving process and of the clients. The goal (face <= 1.5x the hub's API
+// per message) is read on the serving process's CPU.
 const (
 	sysSQSFace = "sqs-face"
 	caseSQS    = "batch-send-receive-delete"
@@ -57,6 +59,7 @@ type sqsConfig struct {
 	dir       string
 	timeout   time.Duration
 	systems   string
+	modes     string
 	cpuprof   string
 	memprof   string
 }
@@ -75,6 +78,7 @@ func runSQS(args []string) error {
 	fs.StringVar(&c.dir, "dir", os.TempDir(), "parent of the temporary data dirs")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "limit for one measurement")
 	fs.StringVar(&c.systems, "systems", sysSQSFace+","+sysHub, "systems to measure (comma separated); the ratio needs both")
+	fs.StringVar(&c.modes, "modes", modeInProcess+","+modeSplit, "how to run the clients (comma separated): "+modeInProcess+" (in the hub's process: throughput) and "+modeSplit+" (in a child process: throughput, and CPU per message of the serving and of the client process)")
 	fs.StringVar(&c.cpuprof, "cpuprofile", "", "write a CPU profile of the whole run to this file (client and server run in this process; use with --systems "+sysSQSFace+")")
 	fs.StringVar(&c.memprof, "memprofile", "", "write an allocation profile of the whole run to this file")
 	set, err := parseFlags(fs, args)
@@ -102,6 +106,12 @@ func runSQS(args []string) error {
 			return fmt.Errorf("--systems: unknown system %q (%s, %s)", s, sysSQSFace, sysHub)
 		}
 	}
+	modes := splitList(c.modes)
+	for _, m := range modes {
+		if m != modeInProcess && m != modeSplit {
+			return fmt.Errorf("--modes: unknown mode %q (%s, %s)", m, modeInProcess, modeSplit)
+		}
+	}
 	stop, err := startProfiles(c.cpuprof, c.memprof)
 	if err != nil {
 		return err
@@ -113,12 +123,26 @@ func runSQS(args []string) error {
 	var failed []string
 	for run := 1; run <= c.runs; run++ {
 		for _, size := range sizes {
-			payload := make([]byte, size)
-			for i := range payload {
-				payload[i] = 'a' + byte(i%26) // an SQS body is text
-			}
+			payload := sqsPayload(size)
 			for _, sys := range []string{sysSQSFace, sysHub} {
 				if !slices.Contains(systems, sys) {
+					continue
+				}
+				if slices.Contains(modes, modeSplit) {
+					sr, err := measureSplit(ctx, &c, sys, size, run)
+					if err != nil {
+						line := fmt.Sprintf("FAILED %s %d B run %d (clients in a child process): %v", sys, size, run, err)
+						progress("sqs: %s", line)
+						failed = append(failed, line)
+					} else {
+						col.Add(sys, caseSQS, size, c.producers, "fsync-before-ack", MetricSplitRate, sr.rate)
+						col.Add(sys, caseSQS, size, c.producers, "fsync-before-ack", MetricServerCPU, sr.serverUS)
+						col.Add(sys, caseSQS, size, c.producers, "fsync-before-ack", MetricClientCPU, sr.clientUS)
+						col.Add(sys, caseSQS, size, c.producers, "fsync-before-ack", MetricTotalCPU, sr.serverUS+sr.clientUS)
+						progress("run %d  %-16s %5d B  %9.0f msg/s  server %5.1f µs/msg  clients %5.1f µs/msg (child process)", run, sys, size, sr.rate, sr.serverUS, sr.clientUS)
+					}
+				}
+				if !slices.Contains(modes, modeInProcess) {
 					continue
 				}
 				rate, err := measureSQSCase(ctx, &c, sys, payload, run)
@@ -189,14 +213,30 @@ func startProfiles(cpu, mem string) (stop func(), err error) {
 
 // sqsRatios: hub msgs/s over face msgs/s is the face's relative cost per
 // message.
+// sqsRatios: the face's cost per message relative to the hub's API, as the
+// serving process's CPU per message (the face's own cost: the goal), as
+// both processes' CPU per message (what switching an application from the
+// hub's API to the SQS API costs), and as throughput with the clients in
+// the same process.
 func sqsRatios(rs []Result, sizes []int) []Ratio {
 	var out []Ratio
 	for _, size := range sizes {
+		cpu := func(metric, what, goal string, limit float64) {
+			f, ok1 := Find(rs, sysSQSFace, caseSQS, size, metric)
+			h, ok2 := Find(rs, sysHub, caseSQS, size, metric)
+			if ok1 && ok2 {
+				v := f.Value / h.Value
+				out = append(out, Ratio{Name: fmt.Sprintf("%d B SQS face / hub API, %s", size, what), Value: v, Goal: goal, Pass: limit == 0 || v <= limit,
+					Note: fmt.Sprintf("%.1f vs %.1f µs/msg", f.Value, h.Value)})
+			}
+		}
+		cpu(MetricServerCPU, "server CPU per message", "<= 1.5", 1.5)
+		cpu(MetricTotalCPU, "server + client CPU per message", "info", 0)
 		f, ok1 := Find(rs, sysSQSFace, caseSQS, size, MetricE2ERate)
 		h, ok2 := Find(rs, sysHub, caseSQS, size, MetricE2ERate)
 		if ok1 && ok2 {
 			v := h.Value / f.Value
-			out = append(out, Ratio{Name: fmt.Sprintf("%d B SQS face cost per message / hub API", size), Value: v, Goal: "<= 1.5", Pass: v <= 1.5,
+			out = append(out, Ratio{Name: fmt.Sprintf("%d B hub API / SQS face msg/s, clients in process", size), Value: v, Goal: "info", Pass: true,
 				Note: fmt.Sprintf("%.0f vs %.0f msg/s", f.Value, h.Value)})
 		}
 	}
@@ -227,6 +267,12 @@ func measureSQSCase(ctx context.Context, c *sqsConfig, sys string, payload []byt
 // measureHubAPI: PublishBatch of 10 from the producers; a consumer group
 // subscription acked by the ackers.
 func measureHubAPI(ctx context.Context, c *sqsConfig, h *benchHub, payload []byte) (float64, error) {
+	return hubLoad(ctx, c, h.url, payload)
+}
+
+// hubLoad runs the workload against the hub at url with its own API.
+func hubLoad(ctx context.Context, c *sqsConfig, url string, payload []byte) (float64, error) {
+	h := &benchHub{url: url}
 	topic := "bench.sqs"
 	cl, err := client.New(ctx, h.url)
 	if err != nil {
@@ -275,25 +321,39 @@ func measureHubAPI(ctx context.Context, c *sqsConfig, h *benchHub, payload []byt
 // measureFace: the SQS face over the hub's engine on its own loopback
 // listener, driven by aws-sdk-go-v2.
 func measureFace(ctx context.Context, c *sqsConfig, h *benchHub, payload []byte) (float64, error) {
-	face, err := sqsface.NewFace(h.b, &sqsface.Config{MaxInFlight: 8192})
+	endpoint, stop, err := serveFace(h)
 	if err != nil {
 		return 0, err
+	}
+	defer stop()
+	return faceLoad(ctx, c, endpoint, payload)
+}
+
+// serveFace serves the SQS face over h's engine on a loopback listener and
+// returns its endpoint URL.
+func serveFace(h *benchHub) (endpoint string, stop func(), err error) {
+	face, err := sqsface.NewFace(h.b, &sqsface.Config{MaxInFlight: 8192})
+	if err != nil {
+		return "", nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		_ = face.Close()
-		return 0, err
+		return "", nil, err
 	}
 	srv := &http.Server{Handler: face, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	defer func() { _ = srv.Close(); _ = face.Close() }()
+	return "http://" + ln.Addr().String(), func() { _ = srv.Close(); _ = face.Close() }, nil
+}
 
+// faceLoad runs the SQS workload against endpoint with aws-sdk-go-v2.
+func faceLoad(ctx context.Context, c *sqsConfig, endpoint string, payload []byte) (float64, error) {
 	conns := c.producers + c.consumers
 	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	api := sqs.New(sqs.Options{
 		Region:       "us-east-1",
-		BaseEndpoint: aws.String("http://" + ln.Addr().String()),
+		BaseEndpoint: aws.String(endpoint),
 		Credentials:  credentials.NewStaticCredentialsProvider("bench", "bench", ""),
 		HTTPClient:   &http.Client{Transport: tr},
 	})
