@@ -68,6 +68,14 @@ SIGINT or SIGTERM shuts down gracefully: /readyz turns 503, new streams are refu
 requests in progress (publishes, acks) finish, subscriptions end, the backend is closed
 (fsynced); unsettled deliveries are redelivered after the restart.
 
+SIGHUP reloads the tokens from the config file without a restart (kill -HUP <pid>): only
+the "tokens" list; every other setting, the "rate" section and "public_metrics" included,
+needs a restart. Requests after the reload use the new tokens; subscription streams of a
+removed token (or of one that lost consume on the stream's topic) end, and their
+deliveries are redelivered. A file that does not load or whose tokens are invalid is
+refused and the old tokens stay; so is turning auth on or off, which needs a restart.
+One log line tells the outcome.
+
 With --sqs-addr, serve also answers the Amazon SQS API (JSON and Query protocols) on that
 second listener, over the same backend (see docs/sqs.md). SigV4 signatures are verified
 when --sqs-access-key and --sqs-secret-key are set, and accepted unverified otherwise; a
@@ -296,6 +304,8 @@ func (a *app) serve(ctx context.Context, fl *pflag.FlagSet, f *serveFlags) error
 		_ = b.Close()
 		return err
 	}
+	stopReload := reloadOnHUP(s, f.config, auth, log)
+	defer stopReload()
 	ln, err := net.Listen("tcp", f.addr)
 	if err != nil {
 		_ = b.Close()
@@ -369,6 +379,65 @@ func (a *app) serve(ctx context.Context, fl *pflag.FlagSet, f *serveFlags) error
 		fmt.Fprintln(out, "stopped")
 	}
 	return serveErr
+}
+
+// reloadOnHUP reloads the tokens of the config file on each SIGHUP until
+// the returned stop is called (which waits for a reload in progress).
+// started is the Auth the hub started with (nil: auth off).
+func reloadOnHUP(s *hub.Server, config string, started *hub.Auth, log *slog.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-hup:
+				reloadTokens(s, config, started, log)
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		<-exited
+	}
+}
+
+// reloadTokens reads the config file again and hands its tokens to the
+// hub, and logs one line with the outcome. Only the tokens are reloaded:
+// the rate defaults and public_metrics stay those the hub started with
+// (started), and every other setting needs a restart. On any error the
+// tokens in use stay.
+func reloadTokens(s *hub.Server, config string, started *hub.Auth, log *slog.Logger) {
+	if config == "" {
+		log.Info("SIGHUP: no config file (--config), no tokens to reload")
+		return
+	}
+	file, err := hub.LoadFile(config)
+	if err != nil {
+		log.Error(fmt.Sprintf("tokens not reloaded, the old tokens stay: %v", err))
+		return
+	}
+	var next *hub.Auth
+	if len(file.Tokens) > 0 {
+		next = &hub.Auth{}
+		if started != nil {
+			*next = *started
+		}
+		next.Tokens = file.Tokens
+	}
+	if err := s.SetAuth(next); err != nil {
+		log.Error(fmt.Sprintf("tokens not reloaded from %s, the old tokens stay: %v", config, err))
+		return
+	}
+	if !s.AuthEnabled() {
+		log.Info(fmt.Sprintf("tokens reloaded from %s: 0 tokens (auth stays off)", config))
+		return
+	}
+	log.Info(fmt.Sprintf("tokens reloaded from %s: %d tokens", config, len(file.Tokens)))
 }
 
 // sqsServer is the SQS face on its own listener.

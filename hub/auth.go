@@ -75,6 +75,7 @@ type Auth struct {
 // principal is an authenticated token.
 type principal struct {
 	name    string
+	key     [32]byte // SHA-256 of the secret: with name, the token's identity
 	perms   map[Permission][]string
 	limiter *bucket // nil: unlimited
 }
@@ -127,7 +128,7 @@ func newAuthn(a *Auth) (*authn, error) {
 		if _, dup := out.byHash[h]; dup {
 			return nil, fmt.Errorf("hub config: %s has the same secret as another token", where)
 		}
-		p := &principal{name: t.Name, perms: map[Permission][]string{}}
+		p := &principal{name: t.Name, key: h, perms: map[Permission][]string{}}
 		for perm, pats := range map[Permission][]string{PermPublish: t.Publish, PermConsume: t.Consume, PermAdmin: t.Admin} {
 			for _, pat := range pats {
 				if err := message.ValidatePattern(pat); err != nil {
@@ -162,6 +163,95 @@ func newAuthn(a *Auth) (*authn, error) {
 // secret.
 func (a *authn) lookup(secret string) *principal {
 	return a.byHash[sha256.Sum256([]byte(secret))]
+}
+
+// SetAuth replaces the hub's tokens at run time, atomically. a is checked
+// as New checks Config.Auth; when it is invalid, SetAuth returns why and
+// the tokens in use stay. Otherwise requests that arrive after SetAuth
+// returns are checked against a, and requests in progress (but
+// subscription streams, see below) finish with the token they were
+// authenticated with. Rate, Burst and PublicMetrics of a apply too. A
+// token that keeps its name, secret, rate and burst keeps its rate-limit
+// bucket.
+//
+// A token is the same token only with the same name and the same secret:
+// removing a token, renaming it or changing its secret revokes it. Open
+// subscription streams (gRPC, gRPC-Web, Connect, SSE, GraphQL) are checked
+// against a as well: a stream whose bearer token was revoked ends with
+// Unauthenticated, and one whose token no longer holds consume on the
+// stream's topic ends with PermissionDenied (an SSE stream ends with an
+// "error" event carrying the code). The delivery tokens of an ended stream
+// stop working at once (FailedPrecondition, UNKNOWN_DELIVERY) and the
+// backend redelivers its unsettled messages. Any request (Ack, Settle, …)
+// with a revoked bearer token fails with Unauthenticated (REST: 401).
+//
+// SetAuth does not turn authentication on or off, which needs a restart: a
+// hub started without Config.Auth accepts only a nil or empty a (a no-op),
+// and one started with it refuses a nil or empty a.
+func (s *Server) SetAuth(a *Auth) error {
+	empty := a == nil || len(a.Tokens) == 0
+	switch {
+	case !s.authOn && empty:
+		return nil // auth stays off
+	case !s.authOn:
+		return errors.New("hub: cannot turn authentication on at run time: the hub started without tokens; restart it with the tokens in its config")
+	case empty:
+		return errors.New("hub: the new token set is empty, which would turn authentication off: keep at least one token (or restart the hub without tokens)")
+	}
+	next, err := newAuthn(a)
+	if err != nil {
+		return err
+	}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	prev := s.auth.Load()
+	for key, p := range next.byHash {
+		if old := prev.byHash[key]; old != nil && old.name == p.name && sameLimit(old.limiter, p.limiter) {
+			p.limiter = old.limiter
+		}
+	}
+	// Store first, then check the streams: a stream attached concurrently
+	// is either seen here or checks itself against next (see attach).
+	s.auth.Store(next)
+	ended := s.tokens.endEach(func(st *subTokens) error { return next.streamErr(st.who, st.topic) })
+	if ended > 0 {
+		// Each ended stream has its own request log line (info level).
+		s.cfg.Logger.Debug("tokens replaced: ended the subscription streams of revoked tokens", "streams", ended)
+	}
+	return nil
+}
+
+// sameLimit reports whether two limiters have the same rate and burst (or
+// are both nil).
+func sameLimit(a, b *bucket) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.rate == b.rate && a.burst == b.burst
+}
+
+// streamErr says why a stream subscribed to topic by who (a principal of an
+// earlier token set, nil with auth off) may not go on under a; nil if it
+// may.
+func (a *authn) streamErr(who *principal, topic string) error {
+	if a == nil || who == nil {
+		return nil
+	}
+	p := a.byHash[who.key]
+	if p == nil || p.name != who.name {
+		return apiconv.NewError(connect.CodeUnauthenticated, apiconv.ReasonUnauthenticated,
+			fmt.Sprintf("bearer token %q was revoked (the hub's tokens were replaced without it): the subscription ended, its unsettled deliveries will be redelivered; subscribe again with a valid token", who.name))
+	}
+	if !p.may(PermConsume, topic) {
+		have := p.perms[PermConsume]
+		if len(have) == 0 {
+			have = []string{"none"}
+		}
+		return apiconv.NewError(connect.CodePermissionDenied, apiconv.ReasonPermissionDenied,
+			fmt.Sprintf("token %q may no longer consume %s (the hub's tokens were replaced; its consume patterns are now [%s], admin: [%s]): the subscription ended, its unsettled deliveries will be redelivered",
+				p.name, topic, strings.Join(have, " "), strings.Join(p.perms[PermAdmin], " ")))
+	}
+	return nil
 }
 
 type principalKey struct{}
@@ -230,7 +320,7 @@ func covers(perm, pat string) bool {
 // authorize checks that the caller may do perm on topic. With auth off
 // everything is allowed.
 func (s *Server) authorize(ctx context.Context, perm Permission, topic string) error {
-	if s.auth == nil {
+	if !s.authOn {
 		return nil
 	}
 	p := principalFrom(ctx)
@@ -245,7 +335,7 @@ func (s *Server) authorize(ctx context.Context, perm Permission, topic string) e
 
 // authorizeAny checks that the caller holds some permission on topic.
 func (s *Server) authorizeAny(ctx context.Context, topic string) error {
-	if s.auth == nil {
+	if !s.authOn {
 		return nil
 	}
 	p := principalFrom(ctx)
@@ -260,7 +350,7 @@ func (s *Server) authorizeAny(ctx context.Context, topic string) error {
 
 // authorizeGroup checks perm on the topic (or pattern) a group follows.
 func (s *Server) authorizeGroup(ctx context.Context, perm Permission, group string) error {
-	if s.auth == nil {
+	if !s.authOn {
 		return nil
 	}
 	p := principalFrom(ctx)

@@ -80,20 +80,22 @@ var apiPrefixRPC = "/" + switchboardv1connect.SwitchboardServiceName + "/"
 // needsToken reports whether a request reaches the API (and so needs a
 // token when auth is on): RPC, REST, SSE, GraphQL (including
 // introspection) and SOAP (including the WSDL). Health, reflection and,
-// with PublicMetrics, /metrics stay open.
-func (s *Server) needsToken(r *http.Request) bool {
+// with PublicMetrics, /metrics stay open. a is the token set in use.
+func needsToken(r *http.Request, a *authn) bool {
 	p := r.URL.Path
 	switch {
 	case strings.HasPrefix(p, apiPrefixRPC), strings.HasPrefix(p, "/v1/"),
 		p == "/graphql", strings.HasPrefix(p, "/soap/"):
 		return true
 	case p == "/metrics":
-		return !s.auth.publicMetrics
+		return !a.publicMetrics
 	}
 	return false
 }
 
-// guard authenticates, rate-limits and logs every request.
+// guard authenticates, rate-limits and logs every request. Each request
+// loads the token set once (one atomic load): SetAuth may replace it at any
+// time, and a request in progress keeps the principal it started with.
 func (s *Server) guard(next http.Handler) http.Handler {
 	errw := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -103,8 +105,8 @@ func (s *Server) guard(next http.Handler) http.Handler {
 		ctx := context.WithValue(r.Context(), reqInfoKey{}, ri)
 		defer func() { s.logRequest(r, sw, ri, time.Since(start)) }()
 
-		if s.auth != nil && s.needsToken(r) {
-			p, ce := s.authenticate(r)
+		if a := s.auth.Load(); a != nil && needsToken(r, a) {
+			p, ce := s.authenticate(r, a)
 			if p != nil {
 				ri.principal = p.name
 			}
@@ -128,8 +130,8 @@ func (s *Server) guard(next http.Handler) http.Handler {
 	})
 }
 
-// authenticate finds the principal of the request's bearer token.
-func (s *Server) authenticate(r *http.Request) (*principal, *connect.Error) {
+// authenticate finds the principal of the request's bearer token in a.
+func (s *Server) authenticate(r *http.Request, a *authn) (*principal, *connect.Error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
 		s.metrics.rejected.WithLabelValues("unauthenticated").Inc()
@@ -140,7 +142,7 @@ func (s *Server) authenticate(r *http.Request) (*principal, *connect.Error) {
 		s.metrics.rejected.WithLabelValues("unauthenticated").Inc()
 		return nil, errUnauthenticated("the Authorization header is not \"Bearer <token>\"")
 	}
-	p := s.auth.lookup(strings.TrimSpace(secret))
+	p := a.lookup(strings.TrimSpace(secret))
 	if p == nil {
 		s.metrics.rejected.WithLabelValues("unauthenticated").Inc()
 		return nil, errUnauthenticated("the bearer token is not one of this hub's tokens (revoked, mistyped, or meant for another hub)")

@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,8 +37,14 @@ type Server struct {
 	handler http.Handler
 	tokens  *tokens
 	api     *call.Server // the API in every protocol, and gRPC health
-	auth    *authn       // nil: authentication off
 	metrics *metrics
+
+	// auth is the current token set, loaded once per request (nil:
+	// authentication off). SetAuth replaces it; authOn, fixed at New, says
+	// whether it is set at all (SetAuth never turns auth on or off).
+	auth     atomic.Pointer[authn]
+	authOn   bool
+	reloadMu sync.Mutex // serializes SetAuth
 
 	done      chan struct{} // closed when shutting down: streams end
 	closeOnce sync.Once
@@ -56,7 +63,8 @@ func New(b broker.Broker, cfg *Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{b: b, cfg: c, tokens: newTokens(), done: make(chan struct{}), auth: auth}
+	s := &Server{b: b, cfg: c, tokens: newTokens(), done: make(chan struct{}), authOn: auth != nil}
+	s.auth.Store(auth)
 	s.metrics = newMetrics(b, c.ScrapeTimeout)
 	h, err := s.routes()
 	if err != nil {
@@ -77,7 +85,7 @@ func (s *Server) Broker() broker.Broker { return s.b }
 func (s *Server) Registry() *prometheus.Registry { return s.metrics.reg }
 
 // AuthEnabled reports whether requests need a bearer token.
-func (s *Server) AuthEnabled() bool { return s.auth != nil }
+func (s *Server) AuthEnabled() bool { return s.authOn }
 
 func (s *Server) closing() bool {
 	select {

@@ -187,7 +187,7 @@ func (sv *service) ListTopics(ctx context.Context, _ *connect.Request[v1.ListTop
 	resp := &v1.ListTopicsResponse{Topics: make([]*v1.TopicInfo, 0, len(infos))}
 	p := principalFrom(ctx)
 	for _, ti := range infos {
-		if sv.s.auth != nil && (p == nil || !p.mayAny(ti.Config.Name)) {
+		if sv.s.authOn && (p == nil || !p.mayAny(ti.Config.Name)) {
 			continue // list only what the token may touch
 		}
 		resp.Topics = append(resp.Topics, apiconv.TopicToProto(ti))
@@ -257,7 +257,7 @@ func (sv *service) ListGroups(ctx context.Context, _ *connect.Request[v1.ListGro
 	resp := &v1.ListGroupsResponse{Groups: make([]*v1.GroupInfo, 0, len(infos))}
 	p := principalFrom(ctx)
 	for _, gi := range infos {
-		if sv.s.auth != nil && (p == nil || !p.may(PermConsume, gi.Topic)) {
+		if sv.s.authOn && (p == nil || !p.may(PermConsume, gi.Topic)) {
 			continue // list only the groups the token may consume
 		}
 		resp.Groups = append(resp.Groups, apiconv.GroupToProto(gi))

@@ -79,15 +79,26 @@ func (s *Server) attach(ctx context.Context, req *v1.SubscribeRequest) (*liveSub
 		return nil, apiconv.ToConnect(fmt.Errorf("subscribe group %q to %q: %w", p.Group, p.Topic, err))
 	}
 	ls := &liveSub{s: s, sub: sub, durable: p.Group != "", maxInFlight: p.MaxInFlight}
-	ls.st = s.tokens.attach(p.MaxInFlight, ownerName(ctx))
+	ls.st = s.tokens.attach(p.MaxInFlight, principalFrom(ctx), p.Topic)
 	s.metrics.subscriptions.Inc()
 	s.cfg.Logger.Debug("subscription attached", "subscription", ls.st.id, "topic", p.Topic, "group", p.Group, "max_in_flight", p.MaxInFlight)
+	// The tokens may have been replaced since this request was
+	// authenticated. SetAuth stores the new set before it checks the
+	// attached subscriptions, so this one is either checked there or
+	// here, against the new set.
+	if err := s.auth.Load().streamErr(ls.st.who, p.Topic); err != nil {
+		ls.close()
+		return nil, err
+	}
 	return ls, nil
 }
 
 // close detaches the consumer: the broker releases its unsettled deliveries
 // for redelivery, and their tokens stop working.
 func (ls *liveSub) close() {
+	if ls.st.isEnded() {
+		ls.s.cfg.Logger.Debug("subscription ended: its bearer token was revoked or lost consume", "subscription", ls.st.id, "token", ls.st.owner, "topic", ls.st.topic, "err", ls.st.endErr)
+	}
 	ls.s.tokens.detach(ls.st)
 	_ = ls.sub.Close()
 	ls.s.metrics.subscriptions.Dec()
@@ -100,7 +111,8 @@ func (ls *liveSub) close() {
 // while the consumer does not read (transport flow control), and the broker
 // hands out at most max in flight unsettled deliveries, so a slow consumer
 // costs bounded memory. tick, when not nil, is called every keepAlive while
-// idle.
+// idle. When the subscription's bearer token is revoked (SetAuth), pump
+// returns why, and sends nothing more.
 //
 // The deliveries handed to send are reused for the next batch: send must be
 // done with them (have marshaled them) when it returns.
@@ -127,6 +139,8 @@ func (ls *liveSub) pump(ctx context.Context, maxBatch int, send func([]*v1.Deliv
 			return nil // the consumer went away
 		case <-ls.s.done:
 			return errShuttingDown()
+		case <-ls.st.ended:
+			return ls.st.endErr
 		case <-tc:
 			if err := tick(); err != nil {
 				return err
@@ -151,6 +165,11 @@ func (ls *liveSub) pump(ctx context.Context, maxBatch int, send func([]*v1.Deliv
 				default:
 					break more
 				}
+			}
+			if ls.st.isEnded() {
+				// Revoked while the batch was gathered: these deliveries
+				// have no working token; the broker redelivers them.
+				return ls.st.endErr
 			}
 			if err := send(batch); err != nil {
 				return err

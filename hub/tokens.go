@@ -38,8 +38,16 @@ func newTokens() *tokens { return &tokens{subs: map[string]*subTokens{}} }
 
 // subTokens holds the deliveries of one subscription.
 type subTokens struct {
-	id      string
-	owner   string // name of the bearer token that subscribed ("" with auth off)
+	id    string
+	owner string     // name of the bearer token that subscribed ("" with auth off)
+	who   *principal // that token as it was when it subscribed (nil with auth off)
+	topic string     // the topic or pattern subscribed to
+
+	// ended is closed, once, when the subscription must end (its bearer
+	// token was revoked); endErr, set before, says why.
+	ended  chan struct{}
+	endErr error
+
 	mu      sync.Mutex
 	next    uint64
 	m       map[uint64]entry // by value: one allocation less per delivery
@@ -60,9 +68,12 @@ func newSubID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// attach registers a new subscription.
-func (t *tokens) attach(maxInFlight int, owner string) *subTokens {
-	st := &subTokens{id: newSubID(), owner: owner, m: map[uint64]entry{}, sweepAt: 2*maxInFlight + 64}
+// attach registers a new subscription to topic by who (nil with auth off).
+func (t *tokens) attach(maxInFlight int, who *principal, topic string) *subTokens {
+	st := &subTokens{id: newSubID(), who: who, topic: topic, ended: make(chan struct{}), m: map[uint64]entry{}, sweepAt: 2*maxInFlight + 64}
+	if who != nil {
+		st.owner = who.name
+	}
 	t.mu.Lock()
 	t.subs[st.id] = st
 	t.mu.Unlock()
@@ -79,6 +90,52 @@ func (t *tokens) detach(st *subTokens) {
 	st.m = nil
 	st.ephem = nil
 	st.mu.Unlock()
+}
+
+// end makes the subscription end with err: its delivery tokens stop working
+// at once, and its stream returns err (see liveSub.pump). It reports
+// whether it did so (false when the subscription had ended already).
+func (st *subTokens) end(err error) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.closed {
+		return false
+	}
+	st.closed = true
+	st.m = nil
+	st.ephem = nil
+	st.endErr = err
+	close(st.ended)
+	return true
+}
+
+// isEnded reports whether end was called; once it returns true, endErr may
+// be read.
+func (st *subTokens) isEnded() bool {
+	select {
+	case <-st.ended:
+		return true
+	default:
+		return false
+	}
+}
+
+// endEach ends, with the error check returns, every attached subscription
+// for which check returns one; it returns how many it ended.
+func (t *tokens) endEach(check func(*subTokens) error) int {
+	t.mu.RLock()
+	subs := make([]*subTokens, 0, len(t.subs))
+	for _, st := range t.subs {
+		subs = append(subs, st)
+	}
+	t.mu.RUnlock()
+	n := 0
+	for _, st := range subs {
+		if err := check(st); err != nil && st.end(err) {
+			n++
+		}
+	}
+	return n
 }
 
 // register gives d a token. Ephemeral deliveries that are not requests need
