@@ -73,6 +73,8 @@ type adaptersConfig struct {
 	queueType     string
 	natsDoubleAck bool
 	timeout       time.Duration
+	cpuprof       string
+	memprof       string
 }
 
 // adapterBackend is one broker measured through each of its sides; sides[0]
@@ -100,6 +102,8 @@ func runAdapters(args []string) error {
 	fs.IntVar(&c.syncCount, "sync-count", 500, "messages per sync-1 measurement")
 	fs.IntVar(&c.producers, "producers", 32, "concurrent synchronous publishers in publish-N and e2e (the same for every side)")
 	fs.IntVar(&c.ackers, "ackers", 8, "goroutines acking deliveries in e2e (consume.DefaultConcurrency is 8)")
+	fs.StringVar(&c.cpuprof, "cpuprofile", "", "write a CPU profile of the whole run (every side) to this file")
+	fs.StringVar(&c.memprof, "memprofile", "", "write an allocation profile of the whole run to this file")
 	fs.IntVar(&c.prefetch, "prefetch", 256, "deliveries in flight per consumer: Switchboard MaxInFlight, AMQP prefetch, JetStream fetch batch")
 	fs.StringVar(&c.backends, "backends", "redis,rabbitmq,nats", "backends to run (comma separated)")
 	fs.StringVar(&c.sides, "sides", "switchboard,watermill", "sides to run besides raw, which always runs: switchboard, watermill (comma separated)")
@@ -149,6 +153,11 @@ func runAdapters(args []string) error {
 		}
 	}
 	benchAckers = c.ackers // the raw Redis consumer (peer_redis.go) reads it
+	stopProfiles, err := startProfiles(c.cpuprof, c.memprof)
+	if err != nil {
+		return err
+	}
+	defer stopProfiles()
 	ctx := context.Background()
 	progress("adapters: count=%d sync-count=%d runs=%d sizes=%v producers=%d ackers=%d prefetch=%d GOMAXPROCS=%d",
 		c.count, c.syncCount, c.runs, sizes, c.producers, c.ackers, c.prefetch, runtime.GOMAXPROCS(0))
