@@ -86,9 +86,8 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, rt *restRoute
 			}
 		}
 	}
-	pm := msg
 	for i, v := range rt.vars {
-		pm.Set(v.field, protoreflect.ValueOfString(vals[i]))
+		msg.Set(v.field, protoreflect.ValueOfString(vals[i]))
 	}
 	body := restBuffers.Get().(*bytes.Buffer)
 	defer putRESTBuffer(body)
@@ -111,8 +110,7 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, rt *restRoute
 	cr.Method = http.MethodPost
 	cr.URL = &url.URL{Path: rt.m.procedure}
 	cr.RequestURI = rt.m.procedure
-	rd := bytes.NewReader(b)
-	cr.Body = io.NopCloser(rd)
+	cr.Body = io.NopCloser(bytes.NewReader(b))
 	cr.ContentLength = int64(len(b))
 	cr.GetBody = nil
 	rec := &restRecorder{header: w.Header(), buf: restBuffers.Get().(*bytes.Buffer)}
