@@ -279,7 +279,7 @@ func measureHub(ctx context.Context, c *hubConfig, col *Collector, cas string, p
 	size, dur := len(payload), "fsync-before-ack"
 	switch cas {
 	case caseHubPublish:
-		st, err := hubPublish(ctx, h, topic, payload, c.count, c.producers, c.batch)
+		st, err := hubPublish(ctx, h.url, topic, payload, c.count, c.producers, c.batch)
 		if err != nil {
 			return err
 		}
@@ -315,7 +315,7 @@ func measureHub(ctx context.Context, c *hubConfig, col *Collector, cas string, p
 			})
 		}
 		stop := func() { _ = sub.Close(); acancel(); wg.Wait() }
-		st, err := hubPublish(ctx, h, topic, payload, c.count, c.producers, c.batch)
+		st, err := hubPublish(ctx, h.url, topic, payload, c.count, c.producers, c.batch)
 		if err != nil {
 			stop()
 			return err
@@ -375,7 +375,7 @@ func measureHub(ctx context.Context, c *hubConfig, col *Collector, cas string, p
 // calls of batch messages over gRPC (h2c, one connection per producer so
 // that HTTP/2 flow control of one does not hold back another). Every message
 // of a batch gets the batch's ack latency.
-func hubPublish(ctx context.Context, h *benchHub, topic string, payload []byte, n, producers, batch int) (pubStats, error) {
+func hubPublish(ctx context.Context, url, topic string, payload []byte, n, producers, batch int) (pubStats, error) {
 	var next atomic.Int64
 	lats := make([][]time.Duration, producers)
 	errs := make([]error, producers)
@@ -383,7 +383,7 @@ func hubPublish(ctx context.Context, h *benchHub, topic string, payload []byte, 
 	defer cancel()
 	clients := make([]switchboardv1connect.SwitchboardServiceClient, producers)
 	for i := range clients {
-		clients[i] = switchboardv1connect.NewSwitchboardServiceClient(h2cClient(), h.url, connect.WithGRPC())
+		clients[i] = switchboardv1connect.NewSwitchboardServiceClient(h2cClient(), url, connect.WithGRPC())
 	}
 	var wg sync.WaitGroup
 	start := time.Now()

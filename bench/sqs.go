@@ -272,9 +272,8 @@ func measureHubAPI(ctx context.Context, c *sqsConfig, h *benchHub, payload []byt
 
 // hubLoad runs the workload against the hub at url with its own API.
 func hubLoad(ctx context.Context, c *sqsConfig, url string, payload []byte) (float64, error) {
-	h := &benchHub{url: url}
 	topic := "bench.sqs"
-	cl, err := client.New(ctx, h.url)
+	cl, err := client.New(ctx, url)
 	if err != nil {
 		return 0, err
 	}
@@ -303,7 +302,7 @@ func hubLoad(ctx context.Context, c *sqsConfig, url string, payload []byte) (flo
 		})
 	}
 	defer func() { _ = sub.Close(); acancel(); wg.Wait() }()
-	st, err := hubPublish(ctx, h, topic, payload, c.count, c.producers, sqsBatch)
+	st, err := hubPublish(ctx, url, topic, payload, c.count, c.producers, sqsBatch)
 	if err != nil {
 		return 0, err
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -92,14 +93,11 @@ func measureSplit(ctx context.Context, c *sqsConfig, sys string, size, run int) 
 	var res struct {
 		Rate float64 `json:"rate"`
 	}
-	line := string(out)
-	for len(line) > 0 && (line[len(line)-1] == '\n') {
-		line = line[:len(line)-1]
-	}
-	if len(line) < len(sqsLoadResult) || line[:len(sqsLoadResult)] != sqsLoadResult {
+	line, ok := strings.CutPrefix(strings.TrimSpace(string(out)), sqsLoadResult)
+	if !ok {
 		return splitResult{}, fmt.Errorf("client process printed %q", out)
 	}
-	if err := json.Unmarshal([]byte(line[len(sqsLoadResult):]), &res); err != nil {
+	if err := json.Unmarshal([]byte(line), &res); err != nil {
 		return splitResult{}, fmt.Errorf("client process result: %w", err)
 	}
 	st := cmd.ProcessState

@@ -2,7 +2,6 @@ package call
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +13,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/switchboard-dev/switchboard/internal/apiconv"
 )
 
 // StrictJSON is vanguard's JSON codec with unknown fields refused and
@@ -33,13 +34,13 @@ func badJSON(err error) error {
 	if err == nil {
 		return nil
 	}
-	return withReason(connect.NewError(connect.CodeInvalidArgument, errors.New("invalid JSON body: "+trimProto(err))), ReasonMalformedRequest)
+	return apiconv.NewError(connect.CodeInvalidArgument, ReasonMalformedRequest, "invalid JSON body: "+trimProto(err))
 }
 
 // ReasonMalformedRequest is the google.rpc.ErrorInfo reason of a request
 // body that could not be decoded (malformed JSON, an unknown field, a
 // value of the wrong type): code invalid_argument.
-const ReasonMalformedRequest = "MALFORMED_REQUEST"
+const ReasonMalformedRequest = apiconv.ReasonMalformedRequest
 
 // Unmarshal parses JSON strictly.
 func (c StrictJSON) Unmarshal(data []byte, msg proto.Message) error {

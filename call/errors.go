@@ -8,7 +8,8 @@ import (
 	"strings"
 
 	"connectrpc.com/connect"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
+
+	"github.com/switchboard-dev/switchboard/internal/apiconv"
 )
 
 // ErrorMapping is how one connect error code looks in each protocol. The
@@ -108,50 +109,33 @@ func invalid(format string, args ...any) *connect.Error {
 // was declared (size >= 0), and the limit.
 func bodyTooLarge(size, limit int64) *connect.Error {
 	if size >= 0 {
-		return tooLarge(fmt.Errorf("request body of %d bytes exceeds the server's limit of %d bytes; send less per call (or raise the server's limit: call.WithMaxBodyBytes, the hub's max_request_bytes)", size, limit))
+		return tooLarge("request body of %d bytes exceeds the server's limit of %d bytes; send less per call (or raise the server's limit: call.WithMaxBodyBytes, the hub's max_request_bytes)", size, limit)
 	}
-	return tooLarge(fmt.Errorf("request body exceeds the server's limit of %d bytes; send less per call (or raise the server's limit: call.WithMaxBodyBytes, the hub's max_request_bytes)", limit))
+	return tooLarge("request body exceeds the server's limit of %d bytes; send less per call (or raise the server's limit: call.WithMaxBodyBytes, the hub's max_request_bytes)", limit)
 }
 
 // ReasonRequestTooLarge is the google.rpc.ErrorInfo reason of a request
 // refused for its size (code resource_exhausted). The client interceptor
 // neither retries such a call nor counts it against the target's health:
 // the same request would be refused again, and the server is fine.
-const ReasonRequestTooLarge = "REQUEST_TOO_LARGE"
+const ReasonRequestTooLarge = apiconv.ReasonRequestTooLarge
 
 // tooLarge is a resource_exhausted error with the REQUEST_TOO_LARGE reason.
-func tooLarge(err error) *connect.Error {
-	return withReason(connect.NewError(connect.CodeResourceExhausted, err), ReasonRequestTooLarge)
+func tooLarge(format string, args ...any) *connect.Error {
+	return apiconv.NewError(connect.CodeResourceExhausted, ReasonRequestTooLarge, fmt.Sprintf(format, args...))
 }
-
-// withReason adds a google.rpc.ErrorInfo detail with reason to ce.
-func withReason(ce *connect.Error, reason string) *connect.Error {
-	if d, err := connect.NewErrorDetail(&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain}); err == nil {
-		ce.AddDetail(d)
-	}
-	return ce
-}
-
-// errorDomain is the ErrorInfo domain of the errors call itself makes (the
-// hub's too).
-const errorDomain = "switchboard.dev"
 
 // isTooLarge reports an error with the REQUEST_TOO_LARGE reason.
 func isTooLarge(err error) bool {
-	var ce *connect.Error
-	if !errors.As(err, &ce) || ce.Code() != connect.CodeResourceExhausted {
+	if connect.CodeOf(err) != connect.CodeResourceExhausted {
 		return false
 	}
-	for _, d := range ce.Details() {
-		if v, verr := d.Value(); verr == nil {
-			if info, ok := v.(*errdetails.ErrorInfo); ok && info.GetReason() == ReasonRequestTooLarge {
-				return true
-			}
-		}
-	}
-	return false
+	re, ok := apiconv.FromConnect(err).(*apiconv.RemoteError)
+	return ok && re.Reason == ReasonRequestTooLarge
 }
 
+// messageTooLarge is the error of a message of a client or bidi stream over
+// WithMaxBodyBytes, which limits each message of such a stream.
 func messageTooLarge(size, limit int64) *connect.Error {
-	return tooLarge(fmt.Errorf("stream message of %d bytes exceeds the server's limit of %d bytes, which applies to each message of a stream; send smaller messages (or raise the server's limit: call.WithMaxBodyBytes, the hub's max_request_bytes)", size, limit))
+	return tooLarge("stream message of %d bytes exceeds the server's limit of %d bytes, which applies to each message of a stream; send smaller messages (or raise the server's limit: call.WithMaxBodyBytes, the hub's max_request_bytes)", size, limit)
 }

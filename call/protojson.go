@@ -38,10 +38,17 @@ func isWKT(md protoreflect.MessageDescriptor) bool {
 // descriptor (reflection on generated messages, and their encoding and
 // decoding, are several times faster), else a dynamic message type.
 func messageType(md protoreflect.MessageDescriptor) protoreflect.MessageType {
-	if mt, err := protoregistry.GlobalTypes.FindMessageByName(md.FullName()); err == nil && mt.Descriptor() == md {
+	if mt, ok := generatedType(md); ok {
 		return mt
 	}
 	return dynamicpb.NewMessageType(md)
+}
+
+// generatedType returns md's generated type when it is registered globally
+// for this very descriptor.
+func generatedType(md protoreflect.MessageDescriptor) (protoreflect.MessageType, bool) {
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.FullName())
+	return mt, err == nil && mt.Descriptor() == md
 }
 
 // newMessage builds a request of type mt from a JSON-shaped value (maps as

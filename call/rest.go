@@ -17,8 +17,7 @@ import (
 // times a bare connect-go call. For the common REST shape (a route of
 // literal segments and whole-segment string variables, no query string,
 // no body or a JSON body of the whole message or of one message field, no
-// response_body) Server serves
-// the call itself, as vanguard would: the same codec reads and prints
+// response_body) Server serves the call itself, as vanguard would: the same codec reads and prints
 // JSON, path variables are set after the body, the handler gets a Connect
 // unary call in binary protobuf (its interceptors, deadlines and errors
 // apply unchanged), and the answer has vanguard's status, headers and body
@@ -38,22 +37,16 @@ func WithoutRESTFastPath() Option { return optionFunc(func(c *config) { c.slowRE
 // restRoute is one google.api.http binding the fast path serves.
 type restRoute struct {
 	m    *method
-	verb string    // HTTP method
-	segs []string  // literal segments; "" where a variable is
-	vars []restVar // the variables, in path order
-	body bool      // the route has a body: "*" or bodyField
+	verb string                         // HTTP method
+	segs []string                       // literal segments; "" where a variable is
+	vars []protoreflect.FieldDescriptor // the fields of the variables, in path order
+	body bool                           // the route has a body: "*" or bodyField
 	// bodyField is the message field a body: "field" route reads the body
 	// into (nil: body "*", the whole message).
 	bodyField protoreflect.FieldDescriptor
 	codec     StrictJSON // reads and prints JSON as vanguard's codec does
 	// printer prints responses as codec would, faster (restjson.go).
 	printer *jsonPrinter
-}
-
-// restVar is a path variable: the segment at seg sets field.
-type restVar struct {
-	seg   int
-	field protoreflect.FieldDescriptor
 }
 
 // restRoutes are the fast path's routes by HTTP method.
@@ -173,18 +166,19 @@ func buildRESTRoutes(services []*service) restRoutes {
 	type binding struct {
 		m    *method
 		rule *annotations.HttpRule
+		verb string // "" for a custom method
 		t    *template
 	}
 	var all []binding
 	for _, svc := range services {
 		for _, m := range svc.methods {
 			for _, rule := range httpRules(m.desc) {
-				_, path := ruleVerb(rule)
+				verb, path := ruleVerb(rule)
 				t := parseTemplate(path)
 				if t == nil {
 					continue
 				}
-				all = append(all, binding{m, rule, t})
+				all = append(all, binding{m, rule, verb, t})
 			}
 		}
 	}
@@ -192,7 +186,7 @@ func buildRESTRoutes(services []*service) restRoutes {
 	printer := newJSONPrinter(codec.MarshalOptions)
 	out := restRoutes{}
 	for i, b := range all {
-		verb, _ := ruleVerb(b.rule)
+		verb := b.verb
 		if verb == "" || !b.t.ok || b.t.verb != "" || b.m.streaming() || b.rule.GetResponseBody() != "" ||
 			!generated(b.m.desc.Input()) || !generated(b.m.desc.Output()) {
 			continue
@@ -239,7 +233,7 @@ func buildRESTRoutes(services []*service) restRoutes {
 				break
 			}
 			rt.segs = append(rt.segs, "")
-			rt.vars = append(rt.vars, restVar{seg: k, field: fd})
+			rt.vars = append(rt.vars, fd)
 		}
 		if ok {
 			out[verb] = append(out[verb], rt)
@@ -249,11 +243,11 @@ func buildRESTRoutes(services []*service) restRoutes {
 }
 
 // generated reports a message whose generated type is registered globally
-// for this very descriptor (vanguard then resolves with the global types,
-// as the fast path's codec does).
+// (vanguard then resolves with the global types, as the fast path's codec
+// does).
 func generated(md protoreflect.MessageDescriptor) bool {
-	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.FullName())
-	return err == nil && mt.Descriptor() == md
+	_, ok := generatedType(md)
+	return ok
 }
 
 // match returns the route of a request path and the values of its

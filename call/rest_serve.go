@@ -86,8 +86,8 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, rt *restRoute
 			}
 		}
 	}
-	for i, v := range rt.vars {
-		msg.Set(v.field, protoreflect.ValueOfString(vals[i]))
+	for i, fd := range rt.vars {
+		msg.Set(fd, protoreflect.ValueOfString(vals[i]))
 	}
 	body := restBuffers.Get().(*bytes.Buffer)
 	defer putRESTBuffer(body)

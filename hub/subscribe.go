@@ -97,7 +97,7 @@ func (s *Server) attach(ctx context.Context, req *v1.SubscribeRequest) (*liveSub
 // for redelivery, and their tokens stop working.
 func (ls *liveSub) close() {
 	if ls.st.isEnded() {
-		ls.s.cfg.Logger.Debug("subscription ended: its bearer token was revoked or lost consume", "subscription", ls.st.id, "token", ls.st.owner, "topic", ls.st.topic, "err", ls.st.endErr)
+		ls.s.cfg.Logger.Debug("subscription ended: its bearer token was revoked or lost consume", "subscription", ls.st.id, "token", ls.st.ownerName(), "topic", ls.st.topic, "err", ls.st.endErr)
 	}
 	ls.s.tokens.detach(ls.st)
 	_ = ls.sub.Close()
@@ -243,7 +243,7 @@ func (sv *service) deliveryOf(owner, token string, final bool) (*broker.Delivery
 	switch {
 	case errors.Is(err, errForeign):
 		return nil, apiconv.NewError(connect.CodePermissionDenied, apiconv.ReasonPermissionDenied,
-			fmt.Sprintf("delivery token %q belongs to a subscription of bearer token %q; settle it with the token that subscribed", token, st.owner))
+			fmt.Sprintf("delivery token %q belongs to a subscription of bearer token %q; settle it with the token that subscribed", token, st.ownerName()))
 	case err != nil:
 		return nil, apiconv.NewError(connect.CodeFailedPrecondition, apiconv.ReasonUnknownDelivery,
 			fmt.Sprintf("delivery token %q is unknown: it was already settled, or the subscription that received it has ended (its message will be redelivered)", token))

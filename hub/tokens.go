@@ -39,8 +39,7 @@ func newTokens() *tokens { return &tokens{subs: map[string]*subTokens{}} }
 // subTokens holds the deliveries of one subscription.
 type subTokens struct {
 	id    string
-	owner string     // name of the bearer token that subscribed ("" with auth off)
-	who   *principal // that token as it was when it subscribed (nil with auth off)
+	who   *principal // the bearer token that subscribed, as it was then (nil with auth off)
 	topic string     // the topic or pattern subscribed to
 
 	// ended is closed, once, when the subscription must end (its bearer
@@ -71,9 +70,6 @@ func newSubID() string {
 // attach registers a new subscription to topic by who (nil with auth off).
 func (t *tokens) attach(maxInFlight int, who *principal, topic string) *subTokens {
 	st := &subTokens{id: newSubID(), who: who, topic: topic, ended: make(chan struct{}), m: map[uint64]entry{}, sweepAt: 2*maxInFlight + 64}
-	if who != nil {
-		st.owner = who.name
-	}
 	t.mu.Lock()
 	t.subs[st.id] = st
 	t.mu.Unlock()
@@ -90,6 +86,15 @@ func (t *tokens) detach(st *subTokens) {
 	st.m = nil
 	st.ephem = nil
 	st.mu.Unlock()
+}
+
+// ownerName is the name of the bearer token that subscribed ("" with auth
+// off).
+func (st *subTokens) ownerName() string {
+	if st.who == nil {
+		return ""
+	}
+	return st.who.name
 }
 
 // end makes the subscription end with err: its delivery tokens stop working
@@ -200,7 +205,7 @@ func (t *tokens) lookup(tok string, remove bool, owner string) (*broker.Delivery
 	if st == nil {
 		return nil, nil, errUnknownToken
 	}
-	if st.owner != owner {
+	if st.ownerName() != owner {
 		return nil, st, errForeign
 	}
 	st.mu.Lock()

@@ -126,13 +126,13 @@ func (b *Broker) subscribeGroup(ctx context.Context, p *broker.SubscribeParams) 
 		acks:     ackQueue{r: b.replies},
 	}
 	g.Sub = brokerutil.NewSub(g.release)
-	if err := b.track(g.Sub); err != nil {
+	if err := b.subs.Track(g.Sub, backendName); err != nil {
 		cancel()
 		_ = reqSub.Unsubscribe()
 		return nil, err
 	}
 	g.Run(func() error {
-		defer b.untrack(g.Sub)
+		defer b.subs.Untrack(g.Sub)
 		go func() { <-g.Done(); cancel() }()
 		pumped := make(chan struct{})
 		go func() { b.pump(g.Sub, g.group, reqs); close(pumped) }()

@@ -77,10 +77,8 @@ type Broker struct {
 	streams sync.Map // subject or pattern -> stream name
 	replies *replies // answers to publishes and ack confirmations
 
-	mu     sync.Mutex
-	subs   map[*brokerutil.Sub]struct{}
-	closed bool        // guarded by mu
-	shut   atomic.Bool // closed, readable without mu
+	subs brokerutil.Subs
+	shut atomic.Bool // closed
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -179,7 +177,7 @@ func Open(ctx context.Context, rawURL string) (*Broker, error) {
 		return nil, brokerutil.Unreachable(backendName, cfg.addr, err)
 	}
 	reps.Store(r)
-	b := &Broker{nc: nc, js: js, replies: r, cfg: cfg, limits: message.DefaultLimits(), subs: map[*brokerutil.Sub]struct{}{}}
+	b := &Broker{nc: nc, js: js, replies: r, cfg: cfg, limits: message.DefaultLimits()}
 	// The server's max_payload covers headers too: keep room for the
 	// largest header block Switchboard allows plus the envelope.
 	maxPayload := int(nc.MaxPayload()) - b.limits.MaxHeaderBytes - 2048
@@ -211,21 +209,10 @@ func (b *Broker) Conn() *natsgo.Conn { return b.nc }
 // Close closes every subscription (their unsettled deliveries are nak'ed
 // for redelivery) and then drains and closes the connection.
 func (b *Broker) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	if b.shut.Swap(true) {
 		return nil
 	}
-	b.closed = true
-	b.shut.Store(true)
-	subs := make([]*brokerutil.Sub, 0, len(b.subs))
-	for s := range b.subs {
-		subs = append(subs, s)
-	}
-	b.mu.Unlock()
-	for _, s := range subs {
-		_ = s.Close()
-	}
+	b.subs.CloseAll()
 	// Naks are plain publishes: flush them to the server before the
 	// connection goes, or released messages would wait out AckWait; and
 	// let the acks and publishes in flight get their answers.
@@ -238,22 +225,6 @@ func (b *Broker) Close() error {
 
 // closeWait bounds how long Close waits for the server.
 const closeWait = 5 * time.Second
-
-func (b *Broker) track(s *brokerutil.Sub) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return fmt.Errorf("%s: %w", backendName, broker.ErrClosed)
-	}
-	b.subs[s] = struct{}{}
-	return nil
-}
-
-func (b *Broker) untrack(s *brokerutil.Sub) {
-	b.mu.Lock()
-	delete(b.subs, s)
-	b.mu.Unlock()
-}
 
 func (b *Broker) isClosed() bool { return b.shut.Load() }
 
@@ -545,14 +516,14 @@ func (b *Broker) subscribeEphemeral(p *broker.SubscribeParams) (broker.Subscript
 		}
 		return nil, b.opErr(context.Background(), "subscribe to "+p.Topic, err)
 	}
-	if err := b.track(s); err != nil {
+	if err := b.subs.Track(s, backendName); err != nil {
 		for _, x := range natsSubs {
 			_ = x.Unsubscribe()
 		}
 		return nil, err
 	}
 	s.Run(func() error {
-		defer b.untrack(s)
+		defer b.subs.Untrack(s)
 		b.pump(s, "", msgs)
 		return nil
 	})
