@@ -28,7 +28,9 @@ import (
 //	publish-N  N producers (--producers), each publishing synchronously
 //	e2e        the same N producers publish --count messages while one
 //	           consumer group with --ackers goroutines consumes and acks
-//	           them all; first publish to last ack
+//	           them all; first publish to last ack (Switchboard acks the
+//	           way consume.Runtime does, with Delivery.AckAsync, and the
+//	           count is of acks the server confirmed)
 //
 // Each backend is measured through its sides: "raw", "switchboard" and
 // "watermill". Runs interleave the sides (and rotate which goes first), and
@@ -72,6 +74,7 @@ type adaptersConfig struct {
 	natsURL       string
 	queueType     string
 	natsDoubleAck bool
+	sbAckWait     bool
 	timeout       time.Duration
 	cpuprof       string
 	memprof       string
@@ -113,6 +116,7 @@ func runAdapters(args []string) error {
 	fs.StringVar(&c.amqpURL, "amqp-url", envOr("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ server (env BENCH_AMQP_URL)")
 	fs.StringVar(&c.natsURL, "nats-url", envOr("BENCH_NATS_URL", "nats://127.0.0.1:4222"), "NATS server (env BENCH_NATS_URL)")
 	fs.StringVar(&c.queueType, "rabbit-queue-type", "quorum", "RabbitMQ queue type on both sides: quorum (the adapter's default) or classic")
+	fs.BoolVar(&c.sbAckWait, "sb-ack-wait", false, "Switchboard ackers call Delivery.Ack and wait for each instead of Delivery.AckAsync (what consume.Runtime does)")
 	fs.BoolVar(&c.natsDoubleAck, "nats-double-ack", false, "raw JetStream consumer acks with DoubleAck (waits for the server, as the adapter does) instead of Ack")
 	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "limit for one measurement")
 	set, err := parseFlags(fs, args)
@@ -472,22 +476,38 @@ func (t *sbTopic) PublishSync(ctx context.Context, payload []byte) error {
 	return err
 }
 
-// StartConsumer subscribes to the group with MaxInFlight --prefetch and acks
-// from --ackers goroutines.
+// StartConsumer subscribes to the group with MaxInFlight --prefetch; --ackers
+// goroutines take the deliveries and ack them as consume.Runtime does: with
+// Delivery.AckAsync, at most --prefetch acks unanswered (with --sb-ack-wait,
+// each acker waits for each Ack instead).
 func (t *sbTopic) StartConsumer(ctx context.Context, n int) (consumer, error) {
 	sub, err := t.p.c.Subscribe(ctx, t.topic, t.group, switchboard.MaxInFlight(t.p.cfg.prefetch))
 	if err != nil {
 		return nil, err
 	}
 	c := &sbConsumer{ackCounter: newAckCounter(n), sub: sub}
+	slots := make(chan struct{}, t.p.cfg.prefetch)
+	acked := func(err error) {
+		if err != nil {
+			c.fail(fmt.Errorf("ack: %w", err))
+		} else {
+			c.add(1)
+		}
+	}
 	for range t.p.cfg.ackers {
 		c.wg.Go(func() {
 			for d := range sub.Deliveries() {
-				if err := d.Ack(ctx); err != nil {
-					c.fail(fmt.Errorf("ack: %w", err))
+				if t.p.cfg.sbAckWait {
+					acked(d.Ack(ctx))
 					continue
 				}
-				c.add(1)
+				slots <- struct{}{}
+				c.pending.Add(1)
+				d.AckAsync(ctx, func(err error) {
+					acked(err)
+					<-slots
+					c.pending.Done()
+				})
 			}
 		})
 	}
@@ -499,13 +519,15 @@ func (t *sbTopic) Cleanup(ctx context.Context) error { return t.p.cleanup(ctx, t
 // sbConsumer is a Switchboard subscription with its ackers.
 type sbConsumer struct {
 	*ackCounter
-	sub broker.Subscription
-	wg  sync.WaitGroup
+	sub     broker.Subscription
+	wg      sync.WaitGroup
+	pending sync.WaitGroup // acks not answered yet
 }
 
 func (c *sbConsumer) Stop() {
 	_ = c.sub.Close()
 	c.wg.Wait()
+	c.pending.Wait()
 }
 
 // withQuery returns rawURL with the query parameters kv (name, value, ...)

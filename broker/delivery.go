@@ -19,6 +19,16 @@ type Acker interface {
 	Extend(ctx context.Context, d *Delivery, by time.Duration) error
 }
 
+// AsyncAcker is implemented by the Acker of a backend whose Ack waits for a
+// round trip to its server. AckAsync starts the ack of d and returns without
+// waiting; done is then called exactly once, on another goroutine, with the
+// error Ack would have returned. The backend bounds the wait with its own
+// timeouts, so done is called even if the server never answers; ctx applies
+// until the ack is sent. done must not block.
+type AsyncAcker interface {
+	AckAsync(ctx context.Context, d *Delivery, done func(error))
+}
+
 // Delivery is one message handed to one consumer. Its methods are safe for
 // concurrent use; the first of Ack, Nack or Term settles it and later ones
 // return ErrAlreadySettled.
@@ -70,6 +80,39 @@ func (d *Delivery) Ack(ctx context.Context) error {
 		return nil
 	}
 	return d.acker.Ack(ctx, d)
+}
+
+// AckAsync is Ack without the wait: it starts the ack and returns, and
+// done receives exactly what Ack would have returned, once. A nil error
+// carries the same guarantee as a nil Ack: the message is not delivered to
+// the group again. Acks started together share round trips to the server,
+// so one goroutine can keep many in flight; that is how the consumer
+// runtime acks.
+//
+// On a backend whose Ack does not wait for the server (AcksAsync is false),
+// AckAsync acks at once and calls done before it returns. Otherwise done
+// runs on another goroutine and must not block: hand its result off.
+func (d *Delivery) AckAsync(ctx context.Context, done func(error)) {
+	if err := d.settle("ack"); err != nil {
+		done(err)
+		return
+	}
+	if d.acker == nil {
+		done(nil)
+		return
+	}
+	if a, ok := d.acker.(AsyncAcker); ok {
+		a.AckAsync(ctx, d, done)
+		return
+	}
+	done(d.acker.Ack(ctx, d))
+}
+
+// AcksAsync reports whether AckAsync returns before the ack is confirmed,
+// that is whether the backend's Ack waits for a round trip to its server.
+func (d *Delivery) AcksAsync() bool {
+	_, ok := d.acker.(AsyncAcker)
+	return ok
 }
 
 // Nack asks for redelivery after delay (0: the group's backoff). When the

@@ -185,7 +185,8 @@ func (r *Runtime) Handle(topic, group string, h Handler, opts ...Option) error {
 	}
 	reg := &registration{
 		rt: r, cfg: c, h: h, txInbox: txi, txVers: txv, emulate: emulate,
-		log: r.log.With("handler", c.name, "topic", topic, "group", group),
+		log:      r.log.With("handler", c.name, "topic", topic, "group", group),
+		ackSlots: make(chan struct{}, maxPendingAcks),
 	}
 	if c.dropStale {
 		reg.vers = c.versions
@@ -264,6 +265,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	sweepWG.Wait()
 	var errs []error
 	for _, reg := range regs {
+		reg.acking.Wait() // the acks under way finish before the subscription closes
 		if reg.holds != nil {
 			reg.holds.flush()
 		}
@@ -329,6 +331,11 @@ type registration struct {
 	vers      VersionStore
 	versLocal bool
 	txVers    TxVersionStore
+
+	// Asynchronous acks (see ackAsync): acking counts those not answered
+	// yet, ackSlots bounds them.
+	acking   sync.WaitGroup
+	ackSlots chan struct{}
 
 	// Set by start.
 	wg       *sync.WaitGroup
@@ -563,10 +570,38 @@ func (g *registration) deadLetter(d *broker.Delivery, reason dlReason, cause err
 }
 
 func (g *registration) ackWith(ctx context.Context, d *broker.Delivery, st *hot) {
-	if err := d.Ack(ctx); err != nil {
+	g.acked(d, st, d.Ack(ctx))
+}
+
+// acked counts the outcome err of d's ack.
+func (g *registration) acked(d *broker.Delivery, st *hot, err error) {
+	if err != nil {
 		g.stats.ackErrors.Add(1)
 		g.log.Warn("ack failed; the message may be delivered again", "id", d.Message.ID, "err", err)
 		return
 	}
 	st.acked.Add(1)
+}
+
+// maxPendingAcks bounds a registration's asynchronous acks not answered
+// yet; a worker that would exceed it waits for a slot.
+const maxPendingAcks = 256
+
+// ackAsync starts d's ack and returns without waiting for the server, on a
+// backend whose acks take a round trip (broker.Delivery.AcksAsync): the
+// worker takes its next message while the ack travels, and the acks of all
+// workers share round trips. Nothing is weaker than waiting: the handler
+// has returned either way, a failed ack is counted and logged the same,
+// and the message then comes back, as at-least-once delivery allows. Run
+// waits for the acks under way before it closes the subscription. The
+// backend bounds each ack with its own timeouts (SettleTimeout applies to
+// waited settlements).
+func (g *registration) ackAsync(d *broker.Delivery, st *hot) {
+	g.ackSlots <- struct{}{}
+	g.acking.Add(1)
+	d.AckAsync(context.Background(), func(err error) {
+		g.acked(d, st, err)
+		<-g.ackSlots
+		g.acking.Done()
+	})
 }

@@ -222,9 +222,14 @@ func (g *registration) abandon(j job) {
 	go g.work(g.newWorker())
 }
 
-// ack acks d with a settlement ctx the worker reuses while backends ignore
-// it (no allocation per ack on the embedded engine).
+// ack acks d: without waiting where the backend's ack takes a round trip
+// (see ackAsync), otherwise with a settlement ctx the worker reuses while
+// backends ignore it (no allocation per ack on the embedded engine).
 func (w *worker) ack(d *broker.Delivery) {
+	if d.AcksAsync() {
+		w.g.ackAsync(d, w.st)
+		return
+	}
 	ctx := w.settle
 	if ctx == nil {
 		ctx = newSettleCtx(w.g.rt.cfg.SettleTimeout)

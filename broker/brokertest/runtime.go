@@ -53,6 +53,7 @@ func RunRuntime(t *testing.T, h Harness) {
 		{"OrderingUnderRetries", s.rtOrdering},
 		{"StaleDrop", s.rtStale},
 		{"GracefulStop", s.rtGraceful},
+		{"AcksBeforeStop", s.rtAcksBeforeStop},
 		{"OutboxOrder", s.rtOutboxOrder},
 	} {
 		s.run(t, c.name, c.fn)
@@ -323,6 +324,35 @@ func (s *suite) rtGraceful(t *testing.T) {
 		t.Errorf("after a graceful stop: %d finished, %d acked; want 1 and 1", finished.Load(), st.Acked)
 	}
 	// The acked message is not delivered to the group again.
+	x := s.subscribe(t, b, broker.SubscribeParams{Topic: topic, Group: group})
+	ExpectNone(t, x, s.quiet())
+}
+
+// rtAcksBeforeStop: Run returns only once the acks of every handled
+// message are answered, even when they are sent without waiting
+// (broker.Delivery.AckAsync), so none of them comes back to the group.
+func (s *suite) rtAcksBeforeStop(t *testing.T) {
+	b := s.open(t)
+	topic, group := Topic(t), Group(t)
+	const n = 300
+	var handled atomic.Int32
+	all := make(chan struct{})
+	rt, stop := s.rtRun(t, b, topic, group, consume.Raw(func(ctx context.Context, m *message.Message) error {
+		if handled.Add(1) == n {
+			close(all)
+		}
+		return nil
+	}), consume.Concurrency(8))
+	Publish(t, b, topic, msgs("m", n)...)
+	select {
+	case <-all:
+	case <-time.After(s.wait()):
+		t.Fatalf("%d of %d messages handled within %s", handled.Load(), n, s.wait())
+	}
+	stop() // at once: the last acks are still on their way
+	if st := rtStats(rt); st.Acked != n || st.AckErrors != 0 {
+		t.Errorf("after Run returned: %d acked, %d ack errors; want %d and 0", st.Acked, st.AckErrors, n)
+	}
 	x := s.subscribe(t, b, broker.SubscribeParams{Topic: topic, Group: group})
 	ExpectNone(t, x, s.quiet())
 }

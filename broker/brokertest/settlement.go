@@ -11,7 +11,7 @@ import (
 
 // testSettlement: a delivery is settled once; later settlements fail with
 // ErrAlreadySettled; settling after the subscription closed fails with
-// ErrClosed.
+// ErrClosed; AckAsync keeps Ack's guarantee.
 func (s *suite) testSettlement(t *testing.T) {
 	ops := []struct {
 		name string
@@ -89,4 +89,66 @@ func (s *suite) testSettlement(t *testing.T) {
 			}
 		}
 	})
+	s.run(t, "AckAsync", s.testAckAsync)
+}
+
+// testAckAsync: AckAsync reports each ack's outcome exactly once, with the
+// guarantee of Ack (acked messages are not delivered again, to this
+// subscription or to the next one of the group), and reports a second
+// settlement as ErrAlreadySettled.
+func (s *suite) testAckAsync(t *testing.T) {
+	s.needAck(t)
+	b := s.open(t)
+	topic, group := Topic(t), Group(t)
+	const n = 40
+	p := broker.SubscribeParams{Topic: topic, Group: group, MaxAttempts: 5, MaxInFlight: n, AckDeadline: s.scale(time.Second), Backoff: constBackoff(10 * time.Millisecond)}
+	x := s.subscribe(t, b, p)
+	Publish(t, b, topic, msgs("m", n)...)
+	ds := ReceiveN(t, x, n, s.wait())
+	outcomes := make(chan error, 2*n)
+	ctx := s.ctx(t)
+	for _, d := range ds {
+		if err := bounded(s.wait(), "AckAsync", func() error {
+			d.AckAsync(ctx, func(err error) { outcomes <- err })
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if !d.Settled() {
+			t.Errorf("Settled() = false once AckAsync of %s returned", describe(d))
+		}
+	}
+	timeout := time.After(s.wait())
+	for i := range n {
+		select {
+		case err := <-outcomes:
+			if err != nil {
+				t.Errorf("AckAsync outcome %d: %v", i, err)
+			}
+		case <-timeout:
+			t.Fatalf("%d of %d AckAsync outcomes within %s", i, n, s.wait())
+		}
+	}
+	ds[0].AckAsync(ctx, func(err error) { outcomes <- err })
+	select {
+	case err := <-outcomes:
+		if !errors.Is(err, broker.ErrAlreadySettled) {
+			t.Errorf("AckAsync after AckAsync: got %v, want broker.ErrAlreadySettled", err)
+		}
+	case <-time.After(s.wait()):
+		t.Fatal("no outcome for the second AckAsync")
+	}
+	// Past the deadline, nothing comes back, here or to the group's next
+	// subscription.
+	ExpectNone(t, x, p.AckDeadline+s.quiet())
+	if err := x.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	y := s.subscribe(t, b, p)
+	ExpectNone(t, y, s.quiet())
+	select {
+	case err := <-outcomes:
+		t.Errorf("an AckAsync outcome reported twice: %v", err)
+	default:
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -63,6 +64,23 @@ type ackQueue struct {
 // ack sends m's ack and returns once the server confirmed it (nil), or
 // why not.
 func (q *ackQueue) ack(ctx context.Context, m jetstream.Msg) error {
+	a := q.enqueue(m, nil)
+	if _, err := a.wait(ctx); err != nil {
+		return err
+	}
+	return ackOutcome(a)
+}
+
+// ackAsync sends m's ack without waiting: then receives what ack would
+// have returned, from the goroutine that completes the batch's answer.
+func (q *ackQueue) ackAsync(m jetstream.Msg, then func(error)) {
+	q.enqueue(m, then)
+}
+
+// enqueue queues m's ack (and then, to be called with its outcome) in the
+// next batch, sending the batch when nobody else is, and returns the
+// answer that will confirm it.
+func (q *ackQueue) enqueue(m jetstream.Msg, then func(error)) *answer {
 	q.mu.Lock()
 	q.msgs = append(q.msgs, m)
 	if q.batch == nil {
@@ -70,21 +88,31 @@ func (q *ackQueue) ack(ctx context.Context, m jetstream.Msg) error {
 		q.batch.ordered = true
 	}
 	a := q.batch
+	if then != nil {
+		// a is not sent yet (it is still q.batch), so it cannot complete
+		// before then is recorded.
+		a.thens = append(a.thens, then)
+	}
 	if q.sending {
 		q.mu.Unlock()
-	} else {
-		// Become the sender, but first let the other callers that are
-		// runnable now (an answer releases a whole batch of them at once)
-		// queue their acks too: one yield turns a trickle of single acks
-		// into batches.
-		q.sending = true
-		q.mu.Unlock()
-		runtime.Gosched()
-		q.mu.Lock()
-		q.flushLocked()
+		return a
 	}
-	if _, err := a.wait(ctx); err != nil {
-		return err
+	// Become the sender, but first let the other callers that are runnable
+	// now (an answer releases a whole batch of them at once) queue their
+	// acks too: one yield turns a trickle of single acks into batches.
+	q.sending = true
+	q.mu.Unlock()
+	runtime.Gosched()
+	q.mu.Lock()
+	q.flushLocked()
+	return a
+}
+
+// ackOutcome is the outcome of the acks that the completed answer a
+// confirms.
+func ackOutcome(a *answer) error {
+	if a.err != nil {
+		return a.err
 	}
 	if st := a.msg.Header.Get("Status"); st != "" && len(a.msg.Data) == 0 {
 		// 503: nobody listens on the ack subject (the group's consumer is gone).
@@ -115,6 +143,14 @@ func (q *ackQueue) send(msgs []jetstream.Msg, a *answer) {
 	if err != nil {
 		a.complete(nil, err)
 		return
+	}
+	if len(a.thens) > 0 {
+		// Nobody waits with a deadline for the acks sent asynchronously:
+		// give up on the answer after replyTimeout, as ack does when its
+		// ctx has no deadline. (A late timer finds the answer gone.)
+		time.AfterFunc(replyTimeout, func() {
+			q.r.fail(id, fmt.Errorf("%s: ack not confirmed within %s: %w", backendName, replyTimeout, broker.ErrUnavailable))
+		})
 	}
 	last := len(msgs) - 1
 	for _, m := range msgs[:last] {

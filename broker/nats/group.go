@@ -260,6 +260,27 @@ func (g *groupSub) Ack(ctx context.Context, d *broker.Delivery) error {
 	return nil
 }
 
+// AckAsync implements broker.AsyncAcker: Ack whose outcome goes to done,
+// from the goroutine that reads the confirmation. The ack joins the next
+// batch like any other; it is given up after replyTimeout without answer.
+func (g *groupSub) AckAsync(ctx context.Context, d *broker.Delivery, done func(error)) {
+	f, err := g.settle(d, "ack")
+	if err != nil {
+		done(err)
+		return
+	}
+	if err := ctx.Err(); err != nil {
+		done(g.ackErr(ctx, d.Message.ID, err))
+		return
+	}
+	g.acks.ackAsync(f.msg, func(err error) {
+		if err != nil {
+			err = g.ackErr(ctx, d.Message.ID, err)
+		}
+		done(err)
+	})
+}
+
 // Nack implements broker.Acker: NakWithDelay, or a dead letter after the
 // last attempt.
 func (g *groupSub) Nack(ctx context.Context, d *broker.Delivery, delay time.Duration) error {

@@ -54,6 +54,9 @@ type answer struct {
 	// (see ack.go); gen is the reconnect count before it was written.
 	ordered bool
 	gen     uint64
+	// thens are called with the outcome once it is in (asynchronous acks
+	// sharing this answer); they see msg and err set.
+	thens []func(error)
 }
 
 func newAnswer() *answer { return &answer{done: make(chan struct{})} }
@@ -111,6 +114,12 @@ func (r *replies) fail(id uint64, err error) {
 func (a *answer) complete(msg *natsgo.Msg, err error) {
 	a.msg, a.err = msg, err
 	close(a.done)
+	if len(a.thens) > 0 {
+		out := ackOutcome(a)
+		for _, then := range a.thens {
+			then(out)
+		}
+	}
 }
 
 // onReply hands an answer to its waiter.

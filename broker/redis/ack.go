@@ -31,6 +31,15 @@ func (b *Broker) xack(ctx context.Context, key, group, dueKey, id string, due bo
 	return r.wait()
 }
 
+// xackAsync is xack without the wait: the outcome goes to then, from the
+// batch that sends it.
+func (b *Broker) xackAsync(ctx context.Context, key, group, dueKey, id string, due bool, then func(error)) {
+	r := &ackReq{request: newAsyncRequest(ctx, then), key: key, group: group, dueKey: dueKey, id: id, due: due}
+	if !b.ops.post(r) {
+		then(broker.ErrClosed)
+	}
+}
+
 // ackBatch is the acks of one batch: one XACK per group with every entry
 // acked meanwhile, and one HDEL per group for those with a due time.
 type ackBatch struct {

@@ -7,21 +7,33 @@ import (
 )
 
 // request is one caller's operation waiting in a batcher. The caller waits
-// on done; the batcher sets err (and whatever result the operation has)
-// before closing it, so every caller learns its own outcome.
+// on done, or has given a callback (then); the batcher sets err (and
+// whatever result the operation has) before closing done or calling then,
+// so every caller learns its own outcome.
 type request struct {
 	ctx  context.Context
 	err  error
 	done chan struct{}
+	then func(error)
 }
 
 func newRequest(ctx context.Context) request {
 	return request{ctx: ctx, done: make(chan struct{})}
 }
 
+// newAsyncRequest is a request whose outcome goes to then instead of a
+// waiter; post it with batcher.post.
+func newAsyncRequest(ctx context.Context, then func(error)) request {
+	return request{ctx: ctx, then: then}
+}
+
 // finish reports err to the caller. It is called exactly once per request.
 func (r *request) finish(err error) {
 	r.err = err
+	if r.then != nil {
+		r.then(err)
+		return
+	}
 	close(r.done)
 }
 
@@ -106,6 +118,20 @@ func (b *batcher) do(r op) bool {
 		}
 		b.ran()
 		return true
+	}
+	b.queue = append(b.queue, r)
+	b.mu.Unlock()
+	b.signal()
+	return true
+}
+
+// post queues r for a later batch without waiting (r's outcome goes to its
+// callback). It returns false when the batcher is closed (r is not run).
+func (b *batcher) post(r op) bool {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return false
 	}
 	b.queue = append(b.queue, r)
 	b.mu.Unlock()

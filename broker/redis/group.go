@@ -494,6 +494,22 @@ func (g *groupSub) Ack(ctx context.Context, d *broker.Delivery) error {
 	return nil
 }
 
+// AckAsync implements broker.AsyncAcker: Ack whose outcome goes to done.
+// The ack joins the next batch; done runs on the batcher's goroutine.
+func (g *groupSub) AckAsync(ctx context.Context, d *broker.Delivery, done func(error)) {
+	f, err := g.settle(d, "ack")
+	if err != nil {
+		done(err)
+		return
+	}
+	g.b.xackAsync(ctx, g.key, g.group, g.dueKey, f.id, f.due, func(err error) {
+		if err != nil {
+			err = g.b.opErr(ctx, "ack of "+d.Message.ID, err)
+		}
+		done(err)
+	})
+}
+
 // Nack implements broker.Acker: the entry stays pending with a due time
 // (now + delay or backoff); a consumer of the group claims it then.
 func (g *groupSub) Nack(ctx context.Context, d *broker.Delivery, delay time.Duration) error {
