@@ -150,11 +150,24 @@
 // writes. With another store a TxFunc's version is recorded after its
 // commit.
 //
+// # Acknowledgements
+//
+// A handler that returned nil is acked. Where the backend's ack takes a
+// round trip to its server (broker.Delivery.AcksAsync: Redis Streams, NATS
+// JetStream), the worker does not wait for the answer: it starts the ack
+// with broker.Delivery.AckAsync and takes its next message, and the acks
+// of all workers share round trips. At most 256 acks per registration are
+// unanswered at once; a worker waits for a slot beyond that. The outcome
+// is the same as waiting: Stats.Acked counts acks the server confirmed, a
+// failed ack is counted in Stats.AckErrors and logged, and its message
+// comes back after its deadline, as at-least-once delivery allows.
+//
 // # Shutdown
 //
 // Cancelling Run's ctx stops taking messages, lets in-flight handlers
-// finish, settles them, hands back messages waiting for a retry and closes
-// the subscriptions. Messages received but not started are redelivered.
+// finish, settles them, waits for the acks still unanswered, hands back
+// messages waiting for a retry and closes the subscriptions. Messages
+// received but not started are redelivered.
 //
 // # Metrics
 //
