@@ -74,6 +74,7 @@ type adaptersConfig struct {
 	natsURL       string
 	queueType     string
 	natsDoubleAck bool
+	natsMsgID     bool
 	sbAckWait     bool
 	timeout       time.Duration
 	cpuprof       string
@@ -117,6 +118,7 @@ func runAdapters(args []string) error {
 	fs.StringVar(&c.natsURL, "nats-url", envOr("BENCH_NATS_URL", "nats://127.0.0.1:4222"), "NATS server (env BENCH_NATS_URL)")
 	fs.StringVar(&c.queueType, "rabbit-queue-type", "quorum", "RabbitMQ queue type on both sides: quorum (the adapter's default) or classic")
 	fs.BoolVar(&c.sbAckWait, "sb-ack-wait", false, "Switchboard ackers call Delivery.Ack and wait for each instead of Delivery.AckAsync (what consume.Runtime does)")
+	fs.BoolVar(&c.natsMsgID, "nats-msg-id", false, "raw JetStream publishes set a unique Nats-Msg-Id (the stream deduplicates, as for the adapter)")
 	fs.BoolVar(&c.natsDoubleAck, "nats-double-ack", false, "raw JetStream consumer acks with DoubleAck (waits for the server, as the adapter does) instead of Ack")
 	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "limit for one measurement")
 	set, err := parseFlags(fs, args)

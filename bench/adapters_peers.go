@@ -347,7 +347,7 @@ func openNATSAdapters(ctx context.Context, c *adaptersConfig) (*adapterBackend, 
 		nc.Close()
 		return nil, err
 	}
-	peer := &natsPeer{url: c.natsURL, pubNC: nc, subNC: nc, js: js, subJS: js, maxPen: natsMaxPending}
+	peer := &natsPeer{url: c.natsURL, pubNC: nc, subNC: nc, js: js, subJS: js, maxPen: natsMaxPending, msgID: c.natsMsgID}
 	raw := &natsRawPeer{natsPeer: peer, cfg: c}
 	sb := &sbPeer{
 		name: adNATS + "/" + sideSwitchboard, durability: peer.Durability(""), c: switchboard.New(b), cfg: c,

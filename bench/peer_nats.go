@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 )
 
 // natsPeer is NATS JetStream with a file-storage stream per measurement,
@@ -37,6 +38,9 @@ type natsPeer struct {
 	js     jetstream.JetStream
 	subJS  jetstream.JetStream
 	maxPen int
+	// msgID sets a unique Nats-Msg-Id on every synchronous publish, so
+	// that the stream deduplicates as it does for the adapter.
+	msgID bool
 }
 
 // natsMaxPending is the async-publish window of the publishing connection
@@ -107,6 +111,10 @@ type natsTopic struct {
 
 // PublishSync is js.Publish: it waits for the stream's ack.
 func (t *natsTopic) PublishSync(ctx context.Context, payload []byte) error {
+	if t.p.msgID {
+		_, err := t.p.js.Publish(ctx, t.subj, payload, jetstream.WithMsgID(nuid.Next()))
+		return err
+	}
 	_, err := t.p.js.Publish(ctx, t.subj, payload)
 	return err
 }
