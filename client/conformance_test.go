@@ -55,3 +55,19 @@ func TestConformance(t *testing.T) {
 		},
 	})
 }
+
+// TestRuntime runs the consumer runtime's suite over the hub client, whose
+// acks the runtime sends without waiting for them (Delivery.AckAsync).
+func TestRuntime(t *testing.T) {
+	brokertest.RunRuntime(t, brokertest.Harness{
+		Slow: 3,
+		Open: func(t *testing.T) broker.Broker {
+			h := startHub(t, t.TempDir())
+			b, err := broker.Open(context.Background(), h.url())
+			if err != nil {
+				t.Fatalf("broker.Open(%q): %v", h.url(), err)
+			}
+			return b
+		},
+	})
+}

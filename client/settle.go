@@ -28,7 +28,9 @@ import (
 // So the batch size adapts to the load: one settlement per call when idle,
 // hundreds when many goroutines settle at once. Each settlement returns when
 // its own result is back, with its own error (ErrAlreadySettled,
-// ErrDeliveryExpired, ...).
+// ErrDeliveryExpired, ...). An asynchronous ack (Delivery.AckAsync) joins
+// the same queue without waiting; a batch it starts is sent from a
+// goroutine of its own, and its result goes to its callback.
 const (
 	maxSettleCalls = 2
 	maxSettleBatch = 1000
@@ -40,7 +42,17 @@ const (
 type settleItem struct {
 	ctx  context.Context
 	s    *v1.Settlement
-	done chan error // buffered: the sender never blocks
+	done chan error  // buffered: the sender never blocks
+	then func(error) // instead of done: an asynchronous settlement's callback
+}
+
+// finish answers it with err.
+func (it *settleItem) finish(err error) {
+	if it.then != nil {
+		it.then(err)
+		return
+	}
+	it.done <- err
 }
 
 type settler struct {
@@ -66,15 +78,7 @@ func (st *settler) settle(ctx context.Context, s *v1.Settlement) error {
 	}
 	it := itemPool.Get().(*settleItem)
 	it.ctx, it.s = ctx, s
-	st.mu.Lock()
-	st.queue = append(st.queue, it)
-	var batch []*settleItem
-	if st.inFlight < maxSettleCalls {
-		st.inFlight++
-		batch = st.takeLocked()
-	}
-	st.mu.Unlock()
-	if batch != nil {
+	if batch := st.enqueue(it); batch != nil {
 		st.send(batch)
 		st.next()
 	}
@@ -88,6 +92,39 @@ func (st *settler) settle(ctx context.Context, s *v1.Settlement) error {
 		// buffered channel; it is not reused.
 		return ctx.Err()
 	}
+}
+
+// settleAsync sends s without waiting: then receives its result, from the
+// goroutine that sends the batch it joins.
+func (st *settler) settleAsync(ctx context.Context, s *v1.Settlement, then func(error)) {
+	if st.legacy.Load() {
+		go func() { then(st.single(ctx, s)) }()
+		return
+	}
+	if err := ctx.Err(); err != nil {
+		then(err)
+		return
+	}
+	if batch := st.enqueue(&settleItem{ctx: ctx, s: s, then: then}); batch != nil {
+		go func() {
+			st.send(batch)
+			st.next()
+		}()
+	}
+}
+
+// enqueue queues it and, when fewer than maxSettleCalls calls are in
+// flight, takes a call slot and returns the batch the caller must send
+// (then call next).
+func (st *settler) enqueue(it *settleItem) []*settleItem {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.queue = append(st.queue, it)
+	if st.inFlight >= maxSettleCalls {
+		return nil
+	}
+	st.inFlight++
+	return st.takeLocked()
 }
 
 // takeLocked removes up to maxSettleBatch items from the queue. Caller holds
@@ -134,7 +171,7 @@ func (st *settler) send(batch []*settleItem) {
 	live := batch[:0]
 	for _, it := range batch {
 		if err := it.ctx.Err(); err != nil {
-			it.done <- err // given up before it was sent: not settled
+			it.finish(err) // given up before it was sent: not settled
 			continue
 		}
 		req.Settlements = append(req.Settlements, it.s)
@@ -150,14 +187,14 @@ func (st *settler) send(batch []*settleItem) {
 		// An older hub: settle one by one from now on.
 		st.legacy.Store(true)
 		for _, it := range live {
-			go func() { it.done <- st.single(it.ctx, it.s) }()
+			go func() { it.finish(st.single(it.ctx, it.s)) }()
 		}
 		return
 	}
 	if err != nil {
 		err = apiconv.FromConnect(err)
 		for _, it := range live {
-			it.done <- err
+			it.finish(err)
 		}
 		return
 	}
@@ -165,17 +202,17 @@ func (st *settler) send(batch []*settleItem) {
 	if len(results) != len(live) {
 		err := fmt.Errorf("hub %s answered %d settle results for %d settlements; is the hub the same version as this client?", st.b.base, len(results), len(live))
 		for _, it := range live {
-			it.done <- err
+			it.finish(err)
 		}
 		return
 	}
 	for i, it := range live {
 		r := results[i]
 		if r.GetCode() == 0 {
-			it.done <- nil
+			it.finish(nil)
 			continue
 		}
-		it.done <- apiconv.Remote(connect.Code(r.GetCode()), r.GetReason(), r.GetMessage())
+		it.finish(apiconv.Remote(connect.Code(r.GetCode()), r.GetReason(), r.GetMessage()))
 	}
 }
 

@@ -208,6 +208,17 @@ func (a *durableAcker) Ack(ctx context.Context, d *broker.Delivery) error {
 	return a.sub().settle(ctx, d, &v1.Settlement{Token: tokenOf(d), Op: v1.Settlement_ACK})
 }
 
+// AckAsync implements broker.AsyncAcker: the ack joins the settler's next
+// Settle call and its result goes to done.
+func (a *durableAcker) AckAsync(ctx context.Context, d *broker.Delivery, done func(error)) {
+	s := a.sub()
+	if s.isClosed() {
+		done(fmt.Errorf("ack of message %s: subscription closed: %w", d.Message.ID, broker.ErrClosed))
+		return
+	}
+	s.b.settler.settleAsync(ctx, &v1.Settlement{Token: tokenOf(d), Op: v1.Settlement_ACK}, done)
+}
+
 func (a *durableAcker) Nack(ctx context.Context, d *broker.Delivery, delay time.Duration) error {
 	return a.sub().settle(ctx, d, &v1.Settlement{Token: tokenOf(d), Op: v1.Settlement_NACK, Delay: apiconv.Duration(delay)})
 }

@@ -154,7 +154,7 @@
 //
 // A handler that returned nil is acked. Where the backend's ack takes a
 // round trip to its server (broker.Delivery.AcksAsync: Redis Streams, NATS
-// JetStream), the worker does not wait for the answer: it starts the ack
+// JetStream, the hub), the worker does not wait for the answer: it starts the ack
 // with broker.Delivery.AckAsync and takes its next message, and the acks
 // of all workers share round trips. At most 256 acks per registration are
 // unanswered at once; a worker waits for a slot beyond that. The outcome

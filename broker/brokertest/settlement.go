@@ -3,6 +3,7 @@ package brokertest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ func (s *suite) testSettlement(t *testing.T) {
 		do   func(ctx context.Context, d *broker.Delivery) error
 	}{
 		{"Ack", func(ctx context.Context, d *broker.Delivery) error { return d.Ack(ctx) }},
+		{"AckAsync", ackAsync},
 		{"Nack", func(ctx context.Context, d *broker.Delivery) error { return d.Nack(ctx, 0) }},
 		{"Term", func(ctx context.Context, d *broker.Delivery) error { return d.Term(ctx, "test") }},
 		{"Extend", func(ctx context.Context, d *broker.Delivery) error { return d.Extend(ctx, time.Second) }},
@@ -41,8 +43,8 @@ func (s *suite) testSettlement(t *testing.T) {
 		b := s.open(t)
 		topic := Topic(t)
 		x := s.subscribe(t, b, broker.SubscribeParams{Topic: topic, Group: Group(t), MaxAttempts: 5, Backoff: constBackoff(time.Hour)})
-		Publish(t, b, topic, msgs("m", 3)...)
-		ds := ReceiveN(t, x, 3, s.wait())
+		Publish(t, b, topic, msgs("m", len(settling))...)
+		ds := ReceiveN(t, x, len(settling), s.wait())
 		ctx := s.ctx(t)
 		for i, first := range settling {
 			d := ds[i]
@@ -65,8 +67,8 @@ func (s *suite) testSettlement(t *testing.T) {
 		topic, group := Topic(t), Group(t)
 		p := broker.SubscribeParams{Topic: topic, Group: group, MaxAttempts: 5, Backoff: constBackoff(10 * time.Millisecond)}
 		x := s.subscribe(t, b, p)
-		Publish(t, b, topic, msgs("m", 4)...)
-		ds := ReceiveN(t, x, 4, s.wait())
+		Publish(t, b, topic, msgs("m", len(supported))...)
+		ds := ReceiveN(t, x, len(supported), s.wait())
 		if err := x.Close(); err != nil {
 			t.Fatalf("Close of the subscription: %v", err)
 		}
@@ -76,10 +78,10 @@ func (s *suite) testSettlement(t *testing.T) {
 				t.Errorf("%s after the subscription was closed: got %v, want broker.ErrClosed", op.name, err)
 			}
 		}
-		// None of the failed settlements took effect: all four come back.
+		// None of the failed settlements took effect: all of them come back.
 		y := s.subscribe(t, b, p)
 		seen := map[string]bool{}
-		for _, d := range ReceiveN(t, y, 4, s.wait()) {
+		for _, d := range ReceiveN(t, y, len(supported), s.wait()) {
 			seen[d.Message.ID] = true
 			s.ack(t, d)
 		}
@@ -150,5 +152,17 @@ func (s *suite) testAckAsync(t *testing.T) {
 	case err := <-outcomes:
 		t.Errorf("an AckAsync outcome reported twice: %v", err)
 	default:
+	}
+}
+
+// ackAsync is AckAsync waiting for its outcome.
+func ackAsync(ctx context.Context, d *broker.Delivery) error {
+	out := make(chan error, 1)
+	d.AckAsync(ctx, func(err error) { out <- err })
+	select {
+	case err := <-out:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("no AckAsync outcome: %w", ctx.Err())
 	}
 }
