@@ -21,10 +21,12 @@ type Acker interface {
 
 // AsyncAcker is implemented by the Acker of a backend whose Ack waits for a
 // round trip to its server. AckAsync starts the ack of d and returns without
-// waiting; done is then called exactly once, on another goroutine, with the
-// error Ack would have returned. The backend bounds the wait with its own
-// timeouts, so done is called even if the server never answers; ctx applies
-// until the ack is sent. done must not block.
+// waiting; done is then called exactly once with the error Ack would have
+// returned: on another goroutine once the server answered, or before
+// AckAsync returns when the ack cannot be sent (expired, closed). The
+// backend bounds the wait with its own timeouts, so done is called even if
+// the server never answers; ctx applies until the ack is sent. done must
+// not block.
 type AsyncAcker interface {
 	AckAsync(ctx context.Context, d *Delivery, done func(error))
 }
@@ -91,7 +93,9 @@ func (d *Delivery) Ack(ctx context.Context) error {
 //
 // On a backend whose Ack does not wait for the server (AcksAsync is false),
 // AckAsync acks at once and calls done before it returns. Otherwise done
-// runs on another goroutine and must not block: hand its result off.
+// runs on another goroutine once the server answered (or before AckAsync
+// returns when the ack cannot be sent at all), and must not block: hand
+// its result off.
 func (d *Delivery) AckAsync(ctx context.Context, done func(error)) {
 	if err := d.settle("ack"); err != nil {
 		done(err)
