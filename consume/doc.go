@@ -153,10 +153,10 @@
 // # Acknowledgements
 //
 // A handler that returned nil is acked. Where the backend's ack takes a
-// round trip to its server (broker.Delivery.AcksAsync: Redis Streams, NATS
-// JetStream, the hub), the worker does not wait for the answer: it starts the ack
-// with broker.Delivery.AckAsync and takes its next message, and the acks
-// of all workers share round trips. At most 256 acks per registration are
+// round trip to its server (broker.Delivery.AcksAsync: Redis Streams,
+// NATS JetStream, SQS, the hub), the worker does not wait for the answer:
+// it starts the ack with broker.Delivery.AckAsync and takes its next
+// message, and the acks of all workers share round trips. At most 256 acks per registration are
 // unanswered at once; a worker waits for a slot beyond that. The outcome
 // is the same as waiting: Stats.Acked counts acks the server confirmed, a
 // failed ack is counted in Stats.AckErrors and logged, and its message

@@ -44,6 +44,8 @@ type sub struct {
 	mu       sync.Mutex
 	inflight map[*token]struct{}
 	closed   bool
+
+	dels deleter // asynchronous acks (ack.go)
 }
 
 // token is the backend state of one delivery.
