@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -109,17 +110,27 @@ func (s *suite) testAckAsync(t *testing.T) {
 	ds := ReceiveN(t, x, n, s.wait())
 	outcomes := make(chan error, 2*n)
 	ctx := s.ctx(t)
-	for _, d := range ds {
-		if err := bounded(s.wait(), "AckAsync", func() error {
-			d.AckAsync(ctx, func(err error) { outcomes <- err })
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		if !d.Settled() {
-			t.Errorf("Settled() = false once AckAsync of %s returned", describe(d))
-		}
+	// Four goroutines ack at once, as the consumer runtime's workers do.
+	const ackers = 4
+	var wg sync.WaitGroup
+	for k := range ackers {
+		wg.Go(func() {
+			for i := k; i < n; i += ackers {
+				d := ds[i]
+				if err := bounded(s.wait(), "AckAsync", func() error {
+					d.AckAsync(ctx, func(err error) { outcomes <- err })
+					return nil
+				}); err != nil {
+					t.Error(err)
+					return
+				}
+				if !d.Settled() {
+					t.Errorf("Settled() = false once AckAsync of %s returned", describe(d))
+				}
+			}
+		})
 	}
+	wg.Wait()
 	timeout := time.After(s.wait())
 	for i := range n {
 		select {
