@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"runtime"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/switchboard-dev/switchboard"
 	"github.com/switchboard-dev/switchboard/broker"
+	"github.com/switchboard-dev/switchboard/consume"
+	"github.com/switchboard-dev/switchboard/message"
 )
 
 // The adapters suite: each Switchboard adapter (broker/redis,
@@ -76,6 +79,7 @@ type adaptersConfig struct {
 	natsDoubleAck bool
 	natsMsgID     bool
 	sbAckWait     bool
+	sbRuntime     bool
 	timeout       time.Duration
 	cpuprof       string
 	memprof       string
@@ -117,6 +121,7 @@ func runAdapters(args []string) error {
 	fs.StringVar(&c.amqpURL, "amqp-url", envOr("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ server (env BENCH_AMQP_URL)")
 	fs.StringVar(&c.natsURL, "nats-url", envOr("BENCH_NATS_URL", "nats://127.0.0.1:4222"), "NATS server (env BENCH_NATS_URL)")
 	fs.StringVar(&c.queueType, "rabbit-queue-type", "quorum", "RabbitMQ queue type on both sides: quorum (the adapter's default) or classic")
+	fs.BoolVar(&c.sbRuntime, "sb-runtime", false, "Switchboard e2e consumes through consume.Runtime (a no-op Raw handler, Concurrency --ackers, MaxInFlight --prefetch) instead of Subscribe and ackers")
 	fs.BoolVar(&c.sbAckWait, "sb-ack-wait", false, "Switchboard ackers call Delivery.Ack and wait for each instead of Delivery.AckAsync (what consume.Runtime does)")
 	fs.BoolVar(&c.natsMsgID, "nats-msg-id", false, "raw JetStream publishes set a unique Nats-Msg-Id (the stream deduplicates, as for the adapter)")
 	fs.BoolVar(&c.natsDoubleAck, "nats-double-ack", false, "raw JetStream consumer acks with DoubleAck (waits for the server, as the adapter does) instead of Ack")
@@ -483,6 +488,9 @@ func (t *sbTopic) PublishSync(ctx context.Context, payload []byte) error {
 // Delivery.AckAsync, at most --prefetch acks unanswered (with --sb-ack-wait,
 // each acker waits for each Ack instead).
 func (t *sbTopic) StartConsumer(ctx context.Context, n int) (consumer, error) {
+	if t.p.cfg.sbRuntime {
+		return t.startRuntime(n)
+	}
 	sub, err := t.p.c.Subscribe(ctx, t.topic, t.group, switchboard.MaxInFlight(t.p.cfg.prefetch))
 	if err != nil {
 		return nil, err
@@ -517,6 +525,61 @@ func (t *sbTopic) StartConsumer(ctx context.Context, n int) (consumer, error) {
 }
 
 func (t *sbTopic) Cleanup(ctx context.Context) error { return t.p.cleanup(ctx, t.topic, t.group) }
+
+// startRuntime consumes through consume.Runtime, as Client.Handle does: a
+// no-op Raw handler with Concurrency --ackers and MaxInFlight --prefetch.
+// A poller adds the runtime's confirmed acks (Stats.Acked) to the count
+// every millisecond (so the clock may stop up to 1 ms late).
+func (t *sbTopic) startRuntime(n int) (consumer, error) {
+	rt := consume.New(t.p.c.Broker(), &consume.Config{Logger: slog.New(slog.DiscardHandler)})
+	err := rt.Handle(t.topic, t.group, consume.Raw(func(context.Context, *message.Message) error { return nil }),
+		consume.Concurrency(t.p.cfg.ackers),
+		consume.Subscribe(func(p *broker.SubscribeParams) { p.MaxInFlight = t.p.cfg.prefetch }))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &runtimeConsumer{ackCounter: newAckCounter(n), cancel: cancel}
+	c.wg.Go(func() {
+		if err := rt.Run(ctx); err != nil {
+			c.fail(fmt.Errorf("runtime: %w", err))
+		}
+	})
+	c.wg.Go(func() {
+		var seen int64
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			st := rt.Stats()[0]
+			if st.AckErrors > 0 {
+				c.fail(fmt.Errorf("runtime: %d ack errors", st.AckErrors))
+				return
+			}
+			if st.Acked > seen {
+				c.add(int(st.Acked - seen))
+				seen = st.Acked
+			}
+		}
+	})
+	return c, nil
+}
+
+// runtimeConsumer is a consume.Runtime running one registration.
+type runtimeConsumer struct {
+	*ackCounter
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func (c *runtimeConsumer) Stop() {
+	c.cancel()
+	c.wg.Wait()
+}
 
 // sbConsumer is a Switchboard subscription with its ackers.
 type sbConsumer struct {

@@ -162,6 +162,17 @@
 // failed ack is counted in Stats.AckErrors and logged, and its message
 // comes back after its deadline, as at-least-once delivery allows.
 //
+// A registration holds at most MaxInFlight unsettled deliveries (set it
+// with switchboard.MaxInFlight or Subscribe; default twice Concurrency, or
+// DefaultOrderWindow when ordering is emulated). Deliveries fetched ahead
+// wait for a worker with their ack deadline running, which is why the
+// default is small. On a remote broker the window also bounds how many
+// messages a round trip can bring: with fast handlers, raise it. Measured
+// end to end against the raw client on the local NATS JetStream
+// (bench adapters --sb-runtime), Concurrency 8 gave 0.50x with the
+// default window of 16 and 0.96x with MaxInFlight 256; on Redis Streams,
+// 0.77x and 0.97x at 1 KiB.
+//
 // # Shutdown
 //
 // Cancelling Run's ctx stops taking messages, lets in-flight handlers
