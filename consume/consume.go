@@ -20,8 +20,10 @@ type Config struct {
 	// panics with their stack, inbox failures (Error). Defaults to
 	// slog.Default().
 	Logger *slog.Logger
-	// SettleTimeout bounds one Ack, Nack, Term or Extend call. Defaults to
-	// 10 seconds.
+	// SettleTimeout bounds one Ack, Nack, Term or Extend call that the
+	// runtime waits for. Defaults to 10 seconds. Acks sent without waiting
+	// (see "Acknowledgements" in the package doc) are bounded by the
+	// backend's own timeouts instead.
 	SettleTimeout time.Duration
 	// SubscribeTimeout bounds subscribing when Run starts. Defaults to 30
 	// seconds.
