@@ -35,7 +35,7 @@ func (b *Broker) xack(ctx context.Context, key, group, dueKey, id string, due bo
 // batch that sends it.
 func (b *Broker) xackAsync(ctx context.Context, key, group, dueKey, id string, due bool, then func(error)) {
 	r := &ackReq{request: newAsyncRequest(ctx, then), key: key, group: group, dueKey: dueKey, id: id, due: due}
-	if !b.ops.post(r) {
+	if !b.ops.do(r) {
 		then(broker.ErrClosed)
 	}
 }

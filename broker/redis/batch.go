@@ -22,7 +22,7 @@ func newRequest(ctx context.Context) request {
 }
 
 // newAsyncRequest is a request whose outcome goes to then instead of a
-// waiter; post it with batcher.post.
+// waiter; batcher.do queues it without waiting.
 func newAsyncRequest(ctx context.Context, then func(error)) request {
 	return request{ctx: ctx, then: then}
 }
@@ -98,15 +98,17 @@ func newBatcher(limit, max int, run func(batch []op)) *batcher {
 }
 
 // do runs r: at once in the caller's goroutine when no batch is waiting for
-// room, otherwise in a later batch. It returns false when the batcher is
-// closed (r is not run). The caller then waits with r.wait.
+// room, otherwise in a later batch. A request with a callback (then) is
+// always left to a later batch, so that its caller does not wait. It
+// returns false when the batcher is closed (r is not run); otherwise the
+// caller of a request without callback waits with r.wait.
 func (b *batcher) do(r op) bool {
 	b.mu.Lock()
 	switch {
 	case b.closed:
 		b.mu.Unlock()
 		return false
-	case b.running < b.limit && len(b.queue) == 0:
+	case r.req().then == nil && b.running < b.limit && len(b.queue) == 0:
 		b.running++
 		b.direct.Add(1)
 		b.mu.Unlock()
@@ -118,20 +120,6 @@ func (b *batcher) do(r op) bool {
 		}
 		b.ran()
 		return true
-	}
-	b.queue = append(b.queue, r)
-	b.mu.Unlock()
-	b.signal()
-	return true
-}
-
-// post queues r for a later batch without waiting (r's outcome goes to its
-// callback). It returns false when the batcher is closed (r is not run).
-func (b *batcher) post(r op) bool {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return false
 	}
 	b.queue = append(b.queue, r)
 	b.mu.Unlock()
