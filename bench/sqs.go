@@ -211,8 +211,6 @@ func startProfiles(cpu, mem string) (stop func(), err error) {
 	}, nil
 }
 
-// sqsRatios: hub msgs/s over face msgs/s is the face's relative cost per
-// message.
 // sqsRatios: the face's cost per message relative to the hub's API, as the
 // serving process's CPU per message (the face's own cost: the goal), as
 // both processes' CPU per message (what switching an application from the

@@ -43,11 +43,22 @@ var (
 		zw, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
 		return zw
 	}}
-	gzipBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+	// bodyBuffers hold bodies: compressed responses, and the request and
+	// response bodies of fast-path REST calls. Give them back with
+	// putBuffer.
+	bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 )
 
-// maxPooledBuffer is the largest compressed-body buffer kept for reuse.
+// maxPooledBuffer is the largest body buffer kept for reuse.
 const maxPooledBuffer = 64 << 10
+
+// putBuffer gives b back to bodyBuffers unless it grew too large.
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() <= maxPooledBuffer {
+		b.Reset()
+		bodyBuffers.Put(b)
+	}
+}
 
 // edgeWriter is the ResponseWriter of a transcoded call with HTTP content
 // encoding. It gzips the response as described above, and for REST labels
@@ -94,7 +105,7 @@ func (w *edgeWriter) WriteHeader(code int) {
 		h.Set("Content-Type", "application/json")
 	}
 	if w.compressible(code, h) {
-		w.buf = gzipBuffers.Get().(*bytes.Buffer)
+		w.buf = bodyBuffers.Get().(*bytes.Buffer)
 		w.zw = gzipWriters.Get().(*gzip.Writer)
 		w.zw.Reset(w.buf)
 		return // sent by finish, with the compressed length
@@ -141,12 +152,7 @@ func (w *edgeWriter) finish() {
 	err := zw.Close()
 	zw.Reset(nil)
 	gzipWriters.Put(zw)
-	defer func() {
-		if buf.Cap() <= maxPooledBuffer {
-			buf.Reset()
-			gzipBuffers.Put(buf)
-		}
-	}()
+	defer putBuffer(buf)
 	if err != nil { // cannot happen writing to a bytes.Buffer
 		http.Error(w.ResponseWriter, "call: compressing the response failed", http.StatusInternalServerError)
 		return

@@ -187,7 +187,7 @@ func buildRESTRoutes(services []*service) restRoutes {
 	out := restRoutes{}
 	for i, b := range all {
 		verb := b.verb
-		if verb == "" || !b.t.ok || b.t.verb != "" || b.m.streaming() || b.rule.GetResponseBody() != "" ||
+		if verb == "" || !b.t.ok || b.m.streaming() || b.rule.GetResponseBody() != "" ||
 			!generated(b.m.desc.Input()) || !generated(b.m.desc.Output()) {
 			continue
 		}

@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/vanguard"
@@ -22,16 +21,6 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
 )
-
-// restBuffers hold request and response bodies of fast-path REST calls.
-var restBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-func putRESTBuffer(b *bytes.Buffer) {
-	if b.Cap() <= maxPooledBuffer {
-		b.Reset()
-		restBuffers.Put(b)
-	}
-}
 
 // restRequestOK reports whether vanguard would read nothing from r but
 // its route, its Content-Type and (for a body route) its body: no query
@@ -64,8 +53,8 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, rt *restRoute
 	}
 	msg := rt.m.in.New()
 	if rt.body {
-		in := restBuffers.Get().(*bytes.Buffer)
-		defer putRESTBuffer(in)
+		in := bodyBuffers.Get().(*bytes.Buffer)
+		defer putBuffer(in)
 		if r.Body != nil {
 			if _, err := in.ReadFrom(r.Body); err != nil {
 				// vanguard reads the same bytes, then meets the same error.
@@ -89,8 +78,8 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, rt *restRoute
 	for i, fd := range rt.vars {
 		msg.Set(fd, protoreflect.ValueOfString(vals[i]))
 	}
-	body := restBuffers.Get().(*bytes.Buffer)
-	defer putRESTBuffer(body)
+	body := bodyBuffers.Get().(*bytes.Buffer)
+	defer putBuffer(body)
 	b, err := proto.MarshalOptions{}.MarshalAppend(body.Bytes()[:0], msg.Interface())
 	if err != nil {
 		writeRESTError(w, connect.NewError(connect.CodeInternal, err), false)
@@ -113,8 +102,8 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, rt *restRoute
 	cr.Body = io.NopCloser(bytes.NewReader(b))
 	cr.ContentLength = int64(len(b))
 	cr.GetBody = nil
-	rec := &restRecorder{header: w.Header(), buf: restBuffers.Get().(*bytes.Buffer)}
-	defer putRESTBuffer(rec.buf)
+	rec := &restRecorder{header: w.Header(), buf: bodyBuffers.Get().(*bytes.Buffer)}
+	defer putBuffer(rec.buf)
 	rt.m.svc.guard.serve(rec, cr, rt.m)
 	if r.Method == http.MethodGet && rt.m.noSideEffects() && connectGetFits(rt.m.procedure, len(b)) {
 		// vanguard would have made a Connect GET, whose answer connect
@@ -198,8 +187,8 @@ func (s *Server) finishREST(w http.ResponseWriter, rt *restRoute, rec *restRecor
 		writeRESTError(w, connect.NewError(connect.CodeInternal, err), gz)
 		return
 	}
-	js := restBuffers.Get().(*bytes.Buffer)
-	defer putRESTBuffer(js)
+	js := bodyBuffers.Get().(*bytes.Buffer)
+	defer putBuffer(js)
 	b, ok := rt.printer.appendMessage(js.Bytes()[:0], out.ProtoReflect())
 	if !ok { // protojson says why
 		var err error

@@ -191,9 +191,15 @@ func (s *subscription) isClosed() bool {
 // settle sends one settlement of d through the Broker's settler.
 func (s *subscription) settle(ctx context.Context, d *broker.Delivery, st *v1.Settlement) error {
 	if s.isClosed() {
-		return fmt.Errorf("%s of message %s: subscription closed: %w", strings.ToLower(st.GetOp().String()), d.Message.ID, broker.ErrClosed)
+		return closedErr(strings.ToLower(st.GetOp().String()), d)
 	}
 	return s.b.settler.settle(ctx, st)
+}
+
+// closedErr is the error of settling d with op after its subscription
+// closed.
+func closedErr(op string, d *broker.Delivery) error {
+	return fmt.Errorf("%s of message %s: subscription closed: %w", op, d.Message.ID, broker.ErrClosed)
 }
 
 // durableAcker settles the deliveries of a durable subscription through the
@@ -213,7 +219,7 @@ func (a *durableAcker) Ack(ctx context.Context, d *broker.Delivery) error {
 func (a *durableAcker) AckAsync(ctx context.Context, d *broker.Delivery, done func(error)) {
 	s := a.sub()
 	if s.isClosed() {
-		done(fmt.Errorf("ack of message %s: subscription closed: %w", d.Message.ID, broker.ErrClosed))
+		done(closedErr("ack", d))
 		return
 	}
 	s.b.settler.settleAsync(ctx, &v1.Settlement{Token: tokenOf(d), Op: v1.Settlement_ACK}, done)

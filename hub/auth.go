@@ -80,6 +80,14 @@ type principal struct {
 	limiter *bucket // nil: unlimited
 }
 
+// nameOf is p's token name, "" for nil (auth off).
+func (p *principal) nameOf() string {
+	if p == nil {
+		return ""
+	}
+	return p.name
+}
+
 // authn holds the tokens by the SHA-256 of their secret.
 type authn struct {
 	byHash        map[[32]byte]*principal

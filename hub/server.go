@@ -96,11 +96,13 @@ func (s *Server) closing() bool {
 	}
 }
 
-// beginShutdown marks the hub not ready and ends every subscription stream.
+// beginShutdown marks the hub not ready and ends every subscription stream,
+// GraphQL WebSockets included.
 func (s *Server) beginShutdown() {
 	s.closeOnce.Do(func() {
 		s.api.SetServing(false)
 		close(s.done)
+		s.api.GoingAway()
 	})
 }
 
@@ -125,7 +127,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
 	}
-	srv.RegisterOnShutdown(s.api.GoingAway) // GraphQL WebSockets end too
 	errc := make(chan error, 1)
 	if s.cfg.TLS != nil {
 		srv.TLSConfig = s.cfg.TLS.Clone()
@@ -163,7 +164,4 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
 // Shutdown ends subscription streams (GraphQL WebSockets included) and
 // marks the hub not ready, for a caller that serves the Handler itself.
 // Serve calls it when its ctx is done.
-func (s *Server) Shutdown() {
-	s.beginShutdown()
-	s.api.GoingAway()
-}
+func (s *Server) Shutdown() { s.beginShutdown() }

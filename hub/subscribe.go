@@ -221,12 +221,7 @@ func (sv *service) Subscribe(ctx context.Context, req *connect.Request[v1.Subscr
 }
 
 // ownerName is the name of the caller's bearer token ("" with auth off).
-func ownerName(ctx context.Context) string {
-	if p := principalFrom(ctx); p != nil {
-		return p.name
-	}
-	return ""
-}
+func ownerName(ctx context.Context) string { return principalFrom(ctx).nameOf() }
 
 // delivery finds the delivery of a token, or says why it cannot. Only the
 // bearer token that subscribed may settle its deliveries.

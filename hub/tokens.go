@@ -82,20 +82,20 @@ func (t *tokens) detach(st *subTokens) {
 	delete(t.subs, st.id)
 	t.mu.Unlock()
 	st.mu.Lock()
+	st.closeLocked()
+	st.mu.Unlock()
+}
+
+// closeLocked makes every token of st stop working; st.mu is held.
+func (st *subTokens) closeLocked() {
 	st.closed = true
 	st.m = nil
 	st.ephem = nil
-	st.mu.Unlock()
 }
 
 // ownerName is the name of the bearer token that subscribed ("" with auth
 // off).
-func (st *subTokens) ownerName() string {
-	if st.who == nil {
-		return ""
-	}
-	return st.who.name
-}
+func (st *subTokens) ownerName() string { return st.who.nameOf() }
 
 // end makes the subscription end with err: its delivery tokens stop working
 // at once, and its stream returns err (see liveSub.pump). It reports
@@ -106,9 +106,7 @@ func (st *subTokens) end(err error) bool {
 	if st.closed {
 		return false
 	}
-	st.closed = true
-	st.m = nil
-	st.ephem = nil
+	st.closeLocked()
 	st.endErr = err
 	close(st.ended)
 	return true
