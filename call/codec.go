@@ -1,7 +1,6 @@
 package call
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -75,13 +74,9 @@ func restTooLarge(w http.ResponseWriter, r *http.Request, m *method, limit int64
 		writeStatusError(w, http.StatusRequestEntityTooLarge, err)
 		return
 	}
-	body, jerr := json.Marshal(map[string]string{"code": codeName(err.Code()), "message": err.Message()})
-	if jerr != nil {
-		body = []byte(`{"code":"internal","message":"failed to encode the error"}`)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusRequestEntityTooLarge)
-	_, _ = w.Write(body)
+	// connect's own error writer, as for a body cut while reading (with
+	// its REQUEST_TOO_LARGE detail); restLimitWriter makes its 429 a 413.
+	_ = connect.NewErrorWriter().Write(&restLimitWriter{ResponseWriter: w, body: &limitedBody{err: err}}, r, err)
 }
 
 // limitREST cuts a REST body of any length at limit bytes, and returns the

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -28,6 +29,7 @@ import (
 	"github.com/switchboard-dev/switchboard/examples/payments"
 	paymentsv1 "github.com/switchboard-dev/switchboard/examples/payments/gen/payments/v1"
 	"github.com/switchboard-dev/switchboard/examples/payments/gen/payments/v1/paymentsv1connect"
+	"github.com/switchboard-dev/switchboard/internal/apiconv"
 )
 
 // testLimit is the WithMaxBodyBytes of the size-limit tests.
@@ -215,6 +217,10 @@ func wantTooLarge(t *testing.T, what string, err error, size int64) {
 	if connect.CodeOf(err) != connect.CodeResourceExhausted {
 		t.Errorf("%s: %v, want resource_exhausted", what, err)
 		return
+	}
+	var re *apiconv.RemoteError
+	if !errors.As(apiconv.FromConnect(err), &re) || re.Reason != apiconv.ReasonRequestTooLarge {
+		t.Errorf("%s: %v carries no ErrorInfo with reason %s", what, err, apiconv.ReasonRequestTooLarge)
 	}
 	msg := err.Error()
 	if !strings.Contains(msg, limitText) {
@@ -423,6 +429,10 @@ func TestBodyLimitHTTP(t *testing.T) {
 				var rest struct {
 					Code    any    `json:"code"`
 					Message string `json:"message"`
+					Details []struct {
+						Type  string `json:"type"`
+						Value string `json:"value"`
+					} `json:"details"`
 				}
 				if err := json.Unmarshal([]byte(body), &rest); err != nil || st != http.StatusRequestEntityTooLarge || !strings.HasPrefix(ct, "application/json") {
 					t.Errorf("rest %s: %d %s %s, want 413 and JSON", path, st, ct, body)
@@ -435,6 +445,15 @@ func TestBodyLimitHTTP(t *testing.T) {
 				}
 				if rest.Code != wantCode {
 					t.Errorf("rest %s: code %v, want %v: %s", path, rest.Code, wantCode, body)
+				}
+				if path == paymentsv1connect.PaymentServiceChargeProcedure {
+					// Connect's own error, with its ErrorInfo detail.
+					var info errdetails.ErrorInfo
+					if len(rest.Details) != 1 || rest.Details[0].Type != "google.rpc.ErrorInfo" {
+						t.Errorf("rest %s: details %+v, want one google.rpc.ErrorInfo", path, rest.Details)
+					} else if raw, err := base64.RawStdEncoding.DecodeString(rest.Details[0].Value); err != nil || proto.Unmarshal(raw, &info) != nil || info.GetReason() != apiconv.ReasonRequestTooLarge {
+						t.Errorf("rest %s: ErrorInfo %v, want reason %s", path, &info, apiconv.ReasonRequestTooLarge)
+					}
 				}
 				sizeIn("rest "+path, declared, rest.Message, len(restBody))
 				// Under the limit, the same route works.
