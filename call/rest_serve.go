@@ -102,8 +102,8 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, rt *restRoute
 	cr.Body = io.NopCloser(bytes.NewReader(b))
 	cr.ContentLength = int64(len(b))
 	cr.GetBody = nil
-	rec := &restRecorder{header: w.Header(), buf: bodyBuffers.Get().(*bytes.Buffer)}
-	defer putBuffer(rec.buf)
+	rec := &recorder{header: w.Header(), body: bodyBuffers.Get().(*bytes.Buffer)}
+	defer putBuffer(rec.body)
 	rt.m.svc.guard.serve(rec, cr, rt.m)
 	if r.Method == http.MethodGet && rt.m.noSideEffects() && connectGetFits(rt.m.procedure, len(b)) {
 		// vanguard would have made a Connect GET, whose answer connect
@@ -133,32 +133,8 @@ type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
-// restRecorder is the handler's ResponseWriter: the status and body are
-// kept, the headers are the client's response headers.
-type restRecorder struct {
-	header http.Header
-	code   int
-	buf    *bytes.Buffer
-}
-
-func (w *restRecorder) Header() http.Header { return w.header }
-
-func (w *restRecorder) WriteHeader(code int) {
-	if w.code == 0 {
-		w.code = code
-	}
-}
-
-func (w *restRecorder) Write(p []byte) (int, error) {
-	w.WriteHeader(http.StatusOK)
-	return w.buf.Write(p)
-}
-
-// Flush is a no-op: the answer is sent whole.
-func (w *restRecorder) Flush() {}
-
 // finishREST turns the handler's Connect answer into vanguard's REST one.
-func (s *Server) finishREST(w http.ResponseWriter, rt *restRoute, rec *restRecorder) {
+func (s *Server) finishREST(w http.ResponseWriter, rt *restRoute, rec *recorder) {
 	h := w.Header()
 	ct, enc := first(h["Content-Type"]), first(h["Content-Encoding"])
 	gz := acceptsGzip(h, "Accept-Encoding")
@@ -169,12 +145,12 @@ func (s *Server) finishREST(w http.ResponseWriter, rt *restRoute, rec *restRecor
 			delete(h, k)
 		}
 	}
-	code := rec.code
+	code := rec.status
 	if code == 0 {
 		code = http.StatusOK
 	}
 	if code != http.StatusOK {
-		writeRESTError(w, connectWireError(rec.buf.Bytes()), gz)
+		writeRESTError(w, connectWireError(rec.body.Bytes()), gz)
 		return
 	}
 	if ct != "application/proto" || (enc != "" && enc != "identity") {
@@ -183,7 +159,7 @@ func (s *Server) finishREST(w http.ResponseWriter, rt *restRoute, rec *restRecor
 		return
 	}
 	out := rt.m.out.New().Interface()
-	if err := proto.Unmarshal(rec.buf.Bytes(), out); err != nil {
+	if err := proto.Unmarshal(rec.body.Bytes(), out); err != nil {
 		writeRESTError(w, connect.NewError(connect.CodeInternal, err), gz)
 		return
 	}

@@ -252,7 +252,7 @@ func (s *Server) serveMessage(ctx context.Context, topic string, m *message.Mess
 		}
 		req.Header.Set("Connect-Timeout-Ms", t)
 	}
-	rec := &recorder{header: http.Header{}}
+	rec := &recorder{header: http.Header{}, body: new(bytes.Buffer)}
 	if aborted := serveRecovered(meth.svc.guard, rec, req); aborted {
 		return errorReply(connect.NewError(connect.CodeInternal, errPanic))
 	}
@@ -374,11 +374,13 @@ func truncate(s string, n int) string {
 	return s + "…"
 }
 
-// recorder is the ResponseWriter of a call served from a topic.
+// recorder is a ResponseWriter that keeps the status and body of a call
+// for the caller to answer with: a call served from a topic, or a REST
+// fast-path call (whose Connect answer finishREST turns into REST).
 type recorder struct {
 	header http.Header
 	status int
-	body   bytes.Buffer
+	body   *bytes.Buffer
 }
 
 func (r *recorder) Header() http.Header { return r.header }
@@ -394,4 +396,5 @@ func (r *recorder) Write(p []byte) (int, error) {
 	return r.body.Write(p)
 }
 
+// Flush is a no-op: the answer is sent whole, by the caller.
 func (r *recorder) Flush() {}
