@@ -244,28 +244,52 @@ func sqsRatios(rs []Result, sizes []int) []Ratio {
 // measureSQSCase runs the workload once through sys on a fresh hub and
 // returns messages per second, first send to last delete (ack).
 func measureSQSCase(ctx context.Context, c *sqsConfig, sys string, payload []byte, run int) (float64, error) {
+	var rate float64
+	err := withSQSEndpoint(ctx, c, sys, fmt.Sprintf("sqs-%s-%d-%d", sys, len(payload), run), func(ctx context.Context, endpoint string) (err error) {
+		rate, err = sqsLoad(ctx, c, sys, endpoint, payload)
+		return err
+	})
+	return rate, err
+}
+
+// withSQSEndpoint starts a fresh hub (named runID) and, for the face, the
+// SQS face over its engine, and runs fn with the endpoint of sys, within
+// --timeout.
+func withSQSEndpoint(ctx context.Context, c *sqsConfig, sys, runID string, fn func(ctx context.Context, endpoint string) error) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	runID := fmt.Sprintf("sqs-%s-%d-%d", sys, len(payload), run)
 	h, err := startBenchHub(ctx, c.dir, runID)
 	if err != nil {
-		return 0, fmt.Errorf("start hub: %w", err)
+		return fmt.Errorf("start hub: %w", err)
 	}
 	defer func() {
 		if err := h.Close(); err != nil {
 			progress("sqs: close: %v", err)
 		}
 	}()
+	endpoint := h.url
 	if sys == sysSQSFace {
-		return measureFace(ctx, c, h, payload)
+		ep, stop, err := serveFace(h)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		endpoint = ep
 	}
-	return measureHubAPI(ctx, c, h, payload)
+	return fn(ctx, endpoint)
 }
 
-// measureHubAPI: PublishBatch of 10 from the producers; a consumer group
-// subscription acked by the ackers.
-func measureHubAPI(ctx context.Context, c *sqsConfig, h *benchHub, payload []byte) (float64, error) {
-	return hubLoad(ctx, c, h.url, payload)
+// sqsLoad runs the workload of sys (the face: aws-sdk-go-v2; the hub: its
+// own API, PublishBatch of 10 from the producers and a consumer group
+// subscription acked by the ackers) against endpoint.
+func sqsLoad(ctx context.Context, c *sqsConfig, sys, endpoint string, payload []byte) (float64, error) {
+	switch sys {
+	case sysSQSFace:
+		return faceLoad(ctx, c, endpoint, payload)
+	case sysHub:
+		return hubLoad(ctx, c, endpoint, payload)
+	}
+	return 0, fmt.Errorf("unknown system %q", sys)
 }
 
 // hubLoad runs the workload against the hub at url with its own API.
@@ -313,17 +337,6 @@ func hubLoad(ctx context.Context, c *sqsConfig, url string, payload []byte) (flo
 		return 0, err
 	}
 	return float64(c.count) / cons.LastAck().Sub(st.start).Seconds(), nil
-}
-
-// measureFace: the SQS face over the hub's engine on its own loopback
-// listener, driven by aws-sdk-go-v2.
-func measureFace(ctx context.Context, c *sqsConfig, h *benchHub, payload []byte) (float64, error) {
-	endpoint, stop, err := serveFace(h)
-	if err != nil {
-		return 0, err
-	}
-	defer stop()
-	return faceLoad(ctx, c, endpoint, payload)
 }
 
 // serveFace serves the SQS face over h's engine on a loopback listener and

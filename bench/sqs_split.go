@@ -55,27 +55,17 @@ type splitResult struct {
 
 // measureSplit runs the workload of sys with its clients in a child
 // process, the hub (and the face) in this one.
-func measureSplit(ctx context.Context, c *sqsConfig, sys string, size, run int) (splitResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	h, err := startBenchHub(ctx, c.dir, fmt.Sprintf("sqs-split-%s-%d-%d", sys, size, run))
-	if err != nil {
-		return splitResult{}, fmt.Errorf("start hub: %w", err)
-	}
-	defer func() {
-		if err := h.Close(); err != nil {
-			progress("sqs: close: %v", err)
-		}
-	}()
-	endpoint := h.url
-	if sys == sysSQSFace {
-		ep, stop, err := serveFace(h)
-		if err != nil {
-			return splitResult{}, err
-		}
-		defer stop()
-		endpoint = ep
-	}
+func measureSplit(ctx context.Context, c *sqsConfig, sys string, size, run int) (res splitResult, err error) {
+	err = withSQSEndpoint(ctx, c, sys, fmt.Sprintf("sqs-split-%s-%d-%d", sys, size, run), func(ctx context.Context, endpoint string) error {
+		res, err = runSplit(ctx, c, sys, endpoint, size)
+		return err
+	})
+	return res, err
+}
+
+// runSplit runs the clients of sys against endpoint in a child process and
+// measures both processes' CPU.
+func runSplit(ctx context.Context, c *sqsConfig, sys, endpoint string, size int) (splitResult, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return splitResult{}, err
@@ -130,16 +120,7 @@ func runSQSLoad(args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	payload := sqsPayload(size)
-	var rate float64
-	var err error
-	switch sys {
-	case sysSQSFace:
-		rate, err = faceLoad(ctx, &c, endpoint, payload)
-	case sysHub:
-		rate, err = hubLoad(ctx, &c, endpoint, payload)
-	default:
-		err = fmt.Errorf("unknown system %q", sys)
-	}
+	rate, err := sqsLoad(ctx, &c, sys, endpoint, payload)
 	if err != nil {
 		return err
 	}
